@@ -16,7 +16,9 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body holding `bytes` in full.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A body with nothing in it.
@@ -32,3 +34,12 @@ where
 {
     body.map_err(Into::into).boxed_unsync()
 }
+
+/// A request as every layer sees it.
+pub type Request = http::Request<Body>;
+/// A response as every layer returns it.
+pub type Response = http::Response<Body>;
+/// The future of a layer that must box (async work of its own).
+pub type ResponseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;

@@ -1,1 +1,133 @@
-fn main() {}
+//! The `pipeline-gateway` command line: run, check-config, stand-in, demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pipeline_gateway::config::{Config, ConfigError};
+use pipeline_gateway::Gateway;
+
+#[derive(Parser)]
+#[command(
+    name = "pipeline-gateway",
+    version,
+    about = "Edge gateway for Feldera pipeline managers"
+)]
+struct Cli {
+    /// Configuration file (same as `run --config`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the configuration file.
+    Run,
+    /// Check a configuration file: exit 0, or list every problem with its key path.
+    CheckConfig,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, String> {
+    let path = path.ok_or("--config PATH is required")?;
+    Config::load(path).map_err(|e| match e {
+        ConfigError::Invalid(problems) => {
+            let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            format!(
+                "{}: {} problem(s):\n{}",
+                path.display(),
+                problems.len(),
+                lines.join("\n")
+            )
+        }
+        other => format!("{}: {other}", path.display()),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::start(config).await?;
+    shutdown_signal().await;
+    gateway.shutdown().await;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::CheckConfig = command {
+        return match load(cli.config.as_ref()) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(&cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Run | Command::CheckConfig => {
+                let config = load(cli.config.as_ref()).map_err(anyhow::Error::msg)?;
+                serve(config).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pipeline-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Size limits on what a client sends: the request target (414), the headers (431) and,
+//! per endpoint class, the body (413).
+//!
+//! hyper answers its own parse errors with empty bodies, so the server configures hyper's
+//! limits well above these (see `server`), and these checks answer first, in JSON.
+//! Header size counts every name and value plus 4 bytes per line (`": "` and CRLF), which is
+//! what the request takes on the wire in HTTP/1.1.
+//!
+//! The body limit (`server.max_body_bytes`) applies to every class but ingress. A
+//! `Content-Length` over it is rejected at once with 413; otherwise the body is counted as it
+//! streams and the forward fails with 413 when it passes the limit (the upstream sees the
+//! request aborted, never a truncated body).
+
+use http::header;
+
+use crate::body::{self, Request};
+use crate::check::RequestCheck;
+use crate::errors::GatewayError;
+use crate::proxy::body::{BodyProgress, Tracked};
+use crate::routing::Classified;
+
+/// Checks the request target and header sizes.
+#[derive(Clone, Copy)]
+pub struct HeaderLimits {
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+}
+
+impl RequestCheck for HeaderLimits {
+    fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
+        let uri_len = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
+        if uri_len > self.max_uri_bytes {
+            return Err(GatewayError::uri_too_long(uri_len, self.max_uri_bytes));
+        }
+        let size: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if size > self.max_header_bytes {
+            return Err(GatewayError::header_fields_too_large(
+                size,
+                self.max_header_bytes,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Applies the body limit of the request's endpoint class and tracks the body's progress.
+#[derive(Clone, Copy)]
+pub struct BodyLimit {
+    pub max_body_bytes: u64,
+}
+
+impl RequestCheck for BodyLimit {
+    fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
+        let limited = request
+            .extensions()
+            .get::<Classified>()
+            .is_none_or(|c| c.endpoint.class.limits_body());
+        let limit = limited.then_some(self.max_body_bytes);
+        if let Some(limit) = limit {
+            let declared = request
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                return Err(GatewayError::payload_too_large(limit));
+            }
+        }
+        if http_body::Body::is_end_stream(request.body()) {
+            return Ok(());
+        }
+        let progress = BodyProgress::default();
+        request.extensions_mut().insert(progress.clone());
+        let inner = std::mem::replace(request.body_mut(), body::empty());
+        *request.body_mut() = body::boxed(Tracked::new(inner, limit, progress));
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! Header rewriting toward the upstream and back.
+//!
+//! Toward the upstream: hop-by-hop headers (RFC 9110 §7.6.1, plus any named in `Connection`)
+//! are removed, except `Connection: upgrade` and `Upgrade` on a WebSocket upgrade;
+//! `X-Forwarded-For/-Proto/-Host` are set from what the gateway saw, overwriting what the
+//! client sent (the manager reads none of them, but its neighbours may); `Host` is dropped so
+//! the client sets the endpoint's; `Authorization` follows the upstream's `credentials` mode;
+//! `Feldera-Tenant` is the verified principal's tenant, never the client's unchecked copy.
+//! Back toward the client: hop-by-hop headers of the upstream's response are removed (except
+//! on a 101).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::auth::Principal;
+use crate::config::CredentialsMode;
+
+use super::UpstreamPool;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const FELDERA_TENANT: HeaderName = HeaderName::from_static("feldera-tenant");
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether the headers ask for a protocol upgrade (`Connection: upgrade` and `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
+}
+
+fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers; keeps `Connection: upgrade` and `Upgrade` when `upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        if !connection.as_bytes().eq_ignore_ascii_case(b"keep-alive")
+            && !connection.as_bytes().eq_ignore_ascii_case(b"close")
+            && !connection.as_bytes().eq_ignore_ascii_case(b"upgrade")
+        {
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(connection_tokens)
+                .filter_map(|t| HeaderName::try_from(t).ok())
+                .filter(|name| !(upgrade && *name == header::UPGRADE))
+                .collect();
+            for name in named {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Everything the request headers need before they go to `pool`.
+pub struct Forwarded<'a> {
+    pub client_ip: Option<std::net::IpAddr>,
+    pub principal: Option<&'a Principal>,
+    pub upgrade: bool,
+}
+
+/// Rewrites request headers for the upstream (see the module docs).
+pub fn rewrite_request(headers: &mut HeaderMap, pool: &UpstreamPool, forwarded: Forwarded<'_>) {
+    strip_hop_by_hop(headers, forwarded.upgrade);
+    let host = headers.remove(header::HOST);
+    match forwarded.client_ip {
+        Some(ip) => {
+            let value = HeaderValue::try_from(ip.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"));
+            headers.insert(X_FORWARDED_FOR, value);
+        }
+        None => {
+            headers.remove(X_FORWARDED_FOR);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+    match pool.credentials {
+        CredentialsMode::Pass => {}
+        CredentialsMode::Strip => {
+            headers.remove(header::AUTHORIZATION);
+        }
+        CredentialsMode::Replace => match &pool.replacement_authorization {
+            Some(value) => {
+                headers.insert(header::AUTHORIZATION, value.clone());
+            }
+            None => {
+                headers.remove(header::AUTHORIZATION);
+            }
+        },
+    }
+    if let Some(principal) = forwarded.principal {
+        match principal
+            .tenant
+            .as_deref()
+            .and_then(|t| HeaderValue::try_from(t).ok())
+        {
+            Some(tenant) => headers.insert(FELDERA_TENANT, tenant),
+            None => headers.remove(FELDERA_TENANT),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("x-secret, keep-alive"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::TE).is_none());
+        assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn upgrade_headers_survive_on_upgrade_requests() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+}

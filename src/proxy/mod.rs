@@ -1,0 +1,252 @@
+//! Forwarding: the innermost service. Sends the request to an endpoint of the selected
+//! upstream, streams both bodies, tunnels WebSocket upgrades, and brings upstream errors into
+//! the schema.
+//!
+//! Bodies are never buffered: the request body goes up as the client sends it (counted
+//! against the route's limit by [`body::Tracked`]), the response body comes down as the
+//! upstream sends it. Only error bodies (status >= 400) are read, with a bound, to be
+//! normalized ([`normalize`]).
+//!
+//! Failures map to: connection refused, reset or timed out on connect → 502
+//! `UpstreamUnavailable` (and the endpoint is skipped for its cooldown; a request with no
+//! body is retried once on each other endpoint, since nothing of it was sent); every endpoint
+//! in cooldown → 503 `NoHealthyUpstream`; connection closed or garbage before the response →
+//! 502; request body over the limit → 413; the client's body failing → 400
+//! `InvalidRequestBody`.
+
+pub mod body;
+pub mod headers;
+pub mod normalize;
+pub mod pool;
+pub mod timeout;
+
+use std::convert::Infallible;
+use std::error::Error as _;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode, Uri};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tower::Service;
+
+use crate::auth::Principal;
+use crate::body::{self as stack_body, Request, Response, ResponseFuture};
+use crate::errors::GatewayError;
+use crate::routing::Classified;
+use crate::server::ClientAddr;
+use crate::telemetry::RequestLog;
+
+pub use self::body::{BodyProgress, ClientBodyError};
+pub use self::pool::{parse_endpoint, UpstreamPool};
+pub use self::timeout::TimeoutLayer;
+
+/// Request extension: the upstream chosen by routing.
+#[derive(Debug, Clone)]
+pub struct SelectedUpstream(pub Arc<UpstreamPool>);
+
+/// The innermost service: forwards to the [`SelectedUpstream`].
+#[derive(Clone, Copy, Default)]
+pub struct Forward;
+
+impl Service<Request> for Forward {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> ResponseFuture {
+        Box::pin(async move {
+            Ok(forward(request)
+                .await
+                .unwrap_or_else(GatewayError::into_response))
+        })
+    }
+}
+
+async fn forward(mut request: Request) -> Result<Response, GatewayError> {
+    let pool = request
+        .extensions_mut()
+        .remove::<SelectedUpstream>()
+        .map(|s| s.0)
+        .ok_or_else(|| GatewayError::internal("no upstream was selected"))?;
+    if let Some(log) = request.extensions().get::<RequestLog>() {
+        log.set_upstream(pool.name.clone());
+    }
+    let endpoint_name = request
+        .extensions()
+        .get::<Classified>()
+        .map_or("unclassified", |c| c.endpoint.name);
+    let upgrade = headers::is_upgrade(request.headers());
+    let server_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let client_ip = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let (mut parts, body) = request.into_parts();
+    headers::rewrite_request(
+        &mut parts.headers,
+        &pool,
+        headers::Forwarded {
+            client_ip,
+            principal: parts.extensions.get::<Principal>(),
+            upgrade,
+        },
+    );
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let method = parts.method.clone();
+    // A request with no body can be sent again if its connection fails: keep what it takes.
+    let resend = (body.is_end_stream() && pool.endpoint_count() > 1)
+        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let mut request = Request::from_parts(parts, body);
+    let mut tried = 0u64;
+    loop {
+        let (index, endpoint) = pool.choose(tried)?;
+        *request.uri_mut() = Uri::builder()
+            .scheme(endpoint.scheme.clone())
+            .authority(endpoint.authority.clone())
+            .path_and_query(path_and_query.clone())
+            .build()
+            .map_err(|e| GatewayError::internal(format!("building the upstream URI: {e}")))?;
+        match pool.client().request(request).await {
+            Ok(response) => {
+                pool.mark_up(index);
+                return Ok(respond(
+                    response,
+                    &method,
+                    endpoint_name,
+                    &path_and_query,
+                    server_upgrade,
+                )
+                .await);
+            }
+            Err(error) if error.is_connect() => {
+                pool.mark_down(index);
+                tried |= 1u64 << index.min(63);
+                let reason = connect_reason(&error);
+                let Some((method, headers)) = &resend else {
+                    return Err(unavailable(&pool, reason, &error));
+                };
+                if pool.choose(tried).is_err() {
+                    return Err(unavailable(&pool, reason, &error));
+                }
+                let mut again = Request::new(stack_body::empty());
+                *again.method_mut() = method.clone();
+                *again.headers_mut() = headers.clone();
+                request = again;
+            }
+            Err(error) => return Err(map_send_error(&pool, &error)),
+        }
+    }
+}
+
+fn unavailable(
+    pool: &UpstreamPool,
+    reason: &'static str,
+    error: &hyper_util::client::legacy::Error,
+) -> GatewayError {
+    GatewayError::upstream_unavailable(&pool.name, reason).with_internal(error_chain(error))
+}
+
+fn connect_reason(error: &hyper_util::client::legacy::Error) -> &'static str {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused",
+                std::io::ErrorKind::TimedOut => "connect timed out",
+                _ => "connect failed",
+            };
+        }
+        source = cause.source();
+    }
+    if error_chain(error).contains("timed out") || error_chain(error).contains("timeout") {
+        "connect timed out"
+    } else {
+        "connect failed"
+    }
+}
+
+fn map_send_error(pool: &UpstreamPool, error: &hyper_util::client::legacy::Error) -> GatewayError {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        if let Some(body_error) = cause.downcast_ref::<ClientBodyError>() {
+            return match body_error {
+                ClientBodyError::TooLarge { limit } => GatewayError::payload_too_large(*limit),
+                ClientBodyError::Read(_) => GatewayError::new(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidRequestBody",
+                    "The request body could not be read",
+                )
+                .with_internal(error_chain(error)),
+            };
+        }
+        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
+            let reason = if hyper_error.is_parse() {
+                "malformed response"
+            } else if hyper_error.is_incomplete_message() || hyper_error.is_closed() {
+                "connection closed before the response"
+            } else {
+                "request failed"
+            };
+            return unavailable(pool, reason, error);
+        }
+        source = cause.source();
+    }
+    unavailable(pool, "request failed", error)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+async fn respond(
+    mut response: http::Response<Incoming>,
+    method: &Method,
+    endpoint: &str,
+    path_and_query: &PathAndQuery,
+    server_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response {
+    let status = response.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(server_upgrade) = server_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(tunnel(server_upgrade, upstream_upgrade));
+        }
+        return normalize::passthrough(response);
+    }
+    headers::strip_hop_by_hop(response.headers_mut(), false);
+    if normalize::wants_normalizing(method, status, endpoint) {
+        return normalize::normalize(response, path_and_query.path()).await;
+    }
+    normalize::passthrough(response)
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded connections.
+async fn tunnel(server: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (server, upstream) = match tokio::try_join!(server, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return;
+        }
+    };
+    let mut server = TokioIo::new(server);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut server, &mut upstream).await {
+        tracing::debug!(%error, "upgraded connection ended with an error");
+    }
+}

@@ -1,0 +1,244 @@
+//! Upstream error responses, brought into the one error schema.
+//!
+//! Only responses with status >= 400 are looked at, and never a 101, a response to `HEAD`,
+//! or the 503 of `GET /v0/cluster_healthz` (its `HealthStatus` body is parsed by clients).
+//! Success bodies and streams are never touched. The body is read with a bound in size
+//! ([`MAX_ERROR_BODY`]) and time; a longer body is passed through unchanged, streamed.
+//!
+//! - A body already in the schema (a JSON object with string `message`, string `error_code`
+//!   and a `details` key) passes through byte for byte, headers included.
+//! - A JSON object with `error_code` and/or `message` but no `details` keeps them and gets
+//!   `details: {}` (the manager's unknown-API-key 401 and wrong-method 403).
+//! - An empty 404 becomes `UnknownEndpoint`; an empty 401 becomes `AuthenticationFailed`
+//!   with the reason from `WWW-Authenticate`'s `error_description`.
+//! - Anything else becomes `UpstreamError` with `details {"upstream_status", "body"}` (the
+//!   first <= 1 KiB of the body as text).
+//!
+//! Rewritten responses keep the upstream's status and headers (`Retry-After`,
+//! `WWW-Authenticate`, …) and carry `x-error-source: upstream`.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap};
+use http::StatusCode;
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+
+use crate::body::{self, Body, Response};
+use crate::errors::GatewayError;
+
+/// The most bytes of an upstream error body the gateway reads to normalize it.
+pub const MAX_ERROR_BODY: usize = 64 * 1024;
+/// The most bytes of a non-conforming body quoted in `details.body`.
+pub const QUOTED_BODY: usize = 1024;
+/// How long the gateway waits for an upstream error body.
+pub const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a response to `method` with `status` on `endpoint` is normalized at all.
+pub fn wants_normalizing(method: &http::Method, status: StatusCode, endpoint: &str) -> bool {
+    status.as_u16() >= 400
+        && method != http::Method::HEAD
+        && !(endpoint == "cluster_healthz" && status == StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// Normalizes an upstream error response (see the module docs).
+pub async fn normalize(response: http::Response<Incoming>, path: &str) -> Response {
+    let (parts, mut incoming) = response.into_parts();
+    let mut buffer = BytesMut::new();
+    let read = tokio::time::timeout(ERROR_BODY_TIMEOUT, async {
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame?;
+            if let Ok(data) = frame.into_data() {
+                buffer.extend_from_slice(&data);
+                if buffer.len() > MAX_ERROR_BODY {
+                    return Ok::<bool, hyper::Error>(false);
+                }
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    match read {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
+            // Too long to judge: pass it through as it is, streamed.
+            let body = body::boxed(super::body::Prefixed::new(buffer.freeze(), incoming));
+            return http::Response::from_parts(parts, body);
+        }
+        Ok(Err(_)) => {
+            return GatewayError::upstream_unavailable("upstream", "error body was cut off")
+                .into_response()
+        }
+        Err(_) => {
+            return GatewayError::upstream_unavailable("upstream", "error body timed out")
+                .into_response()
+        }
+    }
+    let bytes = buffer.freeze();
+    match rewrite(parts.status, &parts.headers, &bytes, path) {
+        None => http::Response::from_parts(parts, body::full(bytes)),
+        Some(error) => {
+            let mut response = error.into_response();
+            copy_headers(&parts.headers, response.headers_mut());
+            *response.status_mut() = parts.status;
+            response
+        }
+    }
+}
+
+/// The schema error for a non-conforming body, or `None` when it conforms.
+pub fn rewrite(
+    status: StatusCode,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    path: &str,
+) -> Option<GatewayError> {
+    let object: Option<Map<String, Value>> = serde_json::from_slice(bytes).ok();
+    if let Some(object) = &object {
+        let message = object.get("message").and_then(Value::as_str);
+        let code = object.get("error_code").and_then(Value::as_str);
+        if let (Some(_), Some(_), true) = (message, code, object.contains_key("details")) {
+            return None;
+        }
+        if message.is_some() || code.is_some() {
+            let code = code.unwrap_or("UpstreamError").to_owned();
+            let message = message
+                .map(str::to_owned)
+                .unwrap_or_else(|| status_text(status));
+            return Some(GatewayError::new(status, code, message).from_upstream());
+        }
+    }
+    let error = if bytes.is_empty() && status == StatusCode::NOT_FOUND {
+        GatewayError::unknown_endpoint(path)
+    } else if bytes.is_empty() && status == StatusCode::UNAUTHORIZED {
+        let reason = headers
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(error_description)
+            .unwrap_or("unauthorized");
+        GatewayError::new(
+            status,
+            "AuthenticationFailed",
+            format!("The pipeline manager rejected the credentials: {reason}"),
+        )
+        .with_details(json!({ "reason": reason }))
+    } else {
+        let quoted = quote(bytes);
+        GatewayError::new(status, "UpstreamError", status_text(status))
+            .with_details(json!({ "upstream_status": status.as_u16(), "body": quoted }))
+    };
+    Some(error.from_upstream())
+}
+
+fn status_text(status: StatusCode) -> String {
+    format!(
+        "The pipeline manager answered {} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .trim_end()
+    .to_owned()
+}
+
+/// `error_description="…"` of a `WWW-Authenticate` value.
+fn error_description(value: &str) -> Option<&str> {
+    let start = value.find("error_description=\"")? + "error_description=\"".len();
+    let rest = &value[start..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// The first <= 1 KiB of `bytes`, as text, cut at a character boundary.
+fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BODY + 4)]);
+    let mut end = text.len().min(QUOTED_BODY);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Copies the upstream's headers onto the rewritten response, except those that describe
+/// the old body.
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    for (name, value) in from {
+        if name == header::CONTENT_TYPE
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONTENT_ENCODING
+        {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+/// Whether a body could still be judged (for tests and size hints).
+pub fn is_small(body: &Incoming) -> bool {
+    body.size_hint()
+        .upper()
+        .is_some_and(|n| n as usize <= MAX_ERROR_BODY)
+}
+
+/// Boxes an upstream body untouched.
+pub fn passthrough(response: http::Response<Incoming>) -> Response {
+    response.map(|b: Incoming| -> Body { body::boxed(b) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(status: u16, body: &str) -> Option<GatewayError> {
+        rewrite(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            &Bytes::from(body.to_owned()),
+            "/v0/x",
+        )
+    }
+
+    #[test]
+    fn conforming_bodies_pass_through() {
+        assert!(rewritten(404, r#"{"message":"m","error_code":"C","details":null}"#).is_none());
+    }
+
+    #[test]
+    fn json_without_details_keeps_code_and_message() {
+        let e = rewritten(
+            401,
+            r#"{"error_code":"AuthenticationFailed","message":"Unauthorized API key"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.code(), "AuthenticationFailed");
+        assert_eq!(e.message(), "Unauthorized API key");
+        assert_eq!(e.details(), &json!({}));
+    }
+
+    #[test]
+    fn empty_404_and_401_get_their_codes() {
+        assert_eq!(rewritten(404, "").unwrap().code(), "UnknownEndpoint");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer error_description=\"ExpiredSignature\""
+                .parse()
+                .unwrap(),
+        );
+        let e = rewrite(StatusCode::UNAUTHORIZED, &headers, &Bytes::new(), "/").unwrap();
+        assert_eq!(e.code(), "AuthenticationFailed");
+        assert_eq!(e.details()["reason"], "ExpiredSignature");
+    }
+
+    #[test]
+    fn anything_else_is_upstream_error_quoting_at_most_one_kib() {
+        let e = rewritten(400, &"x".repeat(5000)).unwrap();
+        assert_eq!(e.code(), "UpstreamError");
+        assert_eq!(e.details()["upstream_status"], 400);
+        assert_eq!(e.details()["body"].as_str().unwrap().len(), 1024);
+        let e = rewritten(500, "<html>oops</html>").unwrap();
+        assert_eq!(e.details()["body"], "<html>oops</html>");
+    }
+}

@@ -1,0 +1,62 @@
+//! A panic while handling a request becomes a JSON 500 `InternalError`; the panic message
+//! goes to the log only. Covers the synchronous `call` and the response future; a panic while
+//! streaming a body after the headers left cannot become a response (the connection closes).
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
+
+use futures_util::FutureExt;
+use tower::{Layer, Service};
+
+use crate::body::{Request, Response, ResponseFuture};
+use crate::errors::GatewayError;
+
+#[derive(Clone, Copy, Default)]
+pub struct CatchPanicLayer;
+
+impl<S> Layer<S> for CatchPanicLayer {
+    type Service = CatchPanic<S>;
+    fn layer(&self, inner: S) -> CatchPanic<S> {
+        CatchPanic { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+fn panic_response(payload: Box<dyn std::any::Any + Send>) -> Response {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned());
+    tracing::error!(panic = %message, "request handler panicked");
+    GatewayError::internal(format!("panic: {message}")).into_response()
+}
+
+impl<S> Service<Request> for CatchPanic<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> ResponseFuture {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+            Ok(future) => Box::pin(AssertUnwindSafe(future).catch_unwind().map(|r| match r {
+                Ok(response) => response,
+                Err(payload) => Ok(panic_response(payload)),
+            })),
+            Err(payload) => Box::pin(std::future::ready(Ok(panic_response(payload)))),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Request ids, the request's tracing span and the access log.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::body::{Request, Response, ResponseFuture};
+use crate::errors::ErrorInfo;
+
+use super::Metrics;
+
+/// The request-id header, accepted from clients, sent upstream and echoed back.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request extension: the request's id.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
+/// Request extension: what inner layers learned, for the access-log line.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog(Arc<Fields>);
+
+#[derive(Debug, Default)]
+struct Fields {
+    endpoint: OnceLock<&'static str>,
+    upstream: OnceLock<Arc<str>>,
+    principal: OnceLock<Arc<str>>,
+}
+
+impl RequestLog {
+    pub fn set_endpoint(&self, name: &'static str) {
+        let _ = self.0.endpoint.set(name);
+    }
+    pub fn set_upstream(&self, name: Arc<str>) {
+        let _ = self.0.upstream.set(name);
+    }
+    pub fn set_principal(&self, id: Arc<str>) {
+        let _ = self.0.principal.set(id);
+    }
+}
+
+/// Accepts a client's id when it is 1 to 128 characters of `[A-Za-z0-9._:-]`.
+fn acceptable(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Makes ids unique per process without a syscall: a random prefix and a counter.
+struct IdMaker {
+    prefix: u32,
+    counter: AtomicU64,
+}
+
+impl IdMaker {
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let text = format!("{:08x}-{:012x}", self.prefix, n);
+        HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("invalid"))
+    }
+}
+
+/// The outermost layer: request id, span, access log, request metrics.
+#[derive(Clone)]
+pub struct RequestLogLayer {
+    ids: Arc<IdMaker>,
+    metrics: Arc<Metrics>,
+}
+
+impl RequestLogLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        RequestLogLayer {
+            ids: Arc::new(IdMaker {
+                prefix: rand::random(),
+                counter: AtomicU64::new(0),
+            }),
+            metrics,
+        }
+    }
+}
+
+impl<S> Layer<S> for RequestLogLayer {
+    type Service = RequestLogService<S>;
+    fn layer(&self, inner: S) -> RequestLogService<S> {
+        RequestLogService {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestLogService<S> {
+    layer: RequestLogLayer,
+    inner: S,
+}
+
+impl<S> Service<Request> for RequestLogService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> ResponseFuture {
+        let start = Instant::now();
+        let id = match request.headers().get(&REQUEST_ID) {
+            Some(value) if acceptable(value) => value.clone(),
+            _ => {
+                let id = self.layer.ids.next();
+                request.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let log = RequestLog::default();
+        request.extensions_mut().insert(log.clone());
+        request.extensions_mut().insert(RequestId(id.clone()));
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let id_text = id.to_str().unwrap_or("").to_owned();
+        let span = tracing::info_span!("request", id = %id_text);
+        let metrics = self.layer.metrics.clone();
+        let future: ResponseFuture = {
+            let _entered = span.enter();
+            Box::pin(self.inner.call(request))
+        };
+        Box::pin(
+            async move {
+                let Ok(mut response) = future.await;
+                response.headers_mut().insert(REQUEST_ID, id);
+                let latency = start.elapsed();
+                let status = response.status().as_u16();
+                let error = response.extensions().get::<ErrorInfo>();
+                let endpoint = log.0.endpoint.get().copied().unwrap_or("-");
+                metrics.observe_request(endpoint, status, latency);
+                tracing::info!(
+                    target: "access",
+                    method = %method,
+                    path = %path,
+                    status,
+                    endpoint,
+                    upstream = log.0.upstream.get().map_or("-", |u| &**u),
+                    principal = log.0.principal.get().map_or("-", |p| &**p),
+                    error_code = error.map_or("-", |e| &*e.code),
+                    internal = error.and_then(|e| e.internal.as_deref()).unwrap_or("-"),
+                    latency_us = latency.as_micros() as u64,
+                    request_id = %id_text,
+                );
+                Ok(response)
+            }
+            .instrument(span),
+        )
+    }
+}

@@ -1,0 +1,75 @@
+//! Canonical request paths: the only paths the gateway forwards.
+//!
+//! The manager's web framework percent-decodes paths before routing (`%61ctivate` routes as
+//! `activate`, `a%2Fb` as `a/b`), so a path the gateway classified one way could reach a
+//! different handler upstream. Instead of decoding, the gateway forwards only paths that no
+//! decoder can change: ASCII `pchar`s without `%`, `;` and `\`, no control bytes, no empty
+//! segments (`//`, trailing `/`) and no dot segments. Anything else is 400 `InvalidPath`.
+//! A valid Feldera path never needs any of these.
+
+use crate::errors::GatewayError;
+
+/// Checks that `path` is canonical.
+pub fn check_canonical(path: &str) -> Result<(), GatewayError> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(GatewayError::invalid_path("the path must start with '/'"));
+    };
+    if rest.is_empty() {
+        return Ok(());
+    }
+    for segment in rest.split('/') {
+        match segment {
+            "" => return Err(GatewayError::invalid_path("empty path segment")),
+            "." | ".." => return Err(GatewayError::invalid_path("dot segment")),
+            _ => {}
+        }
+        for byte in segment.bytes() {
+            match byte {
+                b'%' => return Err(GatewayError::invalid_path("percent-encoding")),
+                b'\\' => return Err(GatewayError::invalid_path("backslash")),
+                b';' => return Err(GatewayError::invalid_path("path parameter (';')")),
+                0x00..=0x20 | 0x7f => return Err(GatewayError::invalid_path("control byte")),
+                0x80..=0xff => return Err(GatewayError::invalid_path("non-ASCII byte")),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_pass() {
+        for path in [
+            "/",
+            "/v0/pipelines",
+            "/v0/pipelines/p-1/activate",
+            "/healthz",
+        ] {
+            assert!(check_canonical(path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn anything_a_decoder_could_change_is_rejected() {
+        for (path, reason) in [
+            ("/v0/pipelines/p/%61ctivate", "percent-encoding"),
+            ("/v0/pipelines/a%2Fb/stats", "percent-encoding"),
+            ("/v0//pipelines", "empty path segment"),
+            ("/v0/pipelines/", "empty path segment"),
+            ("/v0/pipelines/../config", "dot segment"),
+            ("/v0/./pipelines", "dot segment"),
+            ("/v0/pipelines/p\\x", "backslash"),
+            ("/v0/pipelines/p;x=1/stats", "path parameter (';')"),
+            ("/v0/pipelines/p\u{7f}", "control byte"),
+            ("/v0/pipelines/é", "non-ASCII byte"),
+        ] {
+            let error = check_canonical(path).unwrap_err();
+            assert_eq!(error.code(), "InvalidPath", "{path}");
+            assert_eq!(error.details()["reason"], reason, "{path}");
+        }
+    }
+}
