@@ -1,7 +1,7 @@
 //! The stand-in's HTTP surface: routing, authentication and every answer it writes.
 //!
 //! Implemented, answering like the manager: `GET /healthz`, `GET /config/authentication`,
-//! `GET /robots.txt`, `GET /v0/cluster_healthz`, `GET|POST /v0/pipelines`,
+//! `GET /robots.txt`, `GET /v0/cluster_healthz`, `GET /v0/config`, `GET|POST /v0/pipelines`,
 //! `GET|PUT|DELETE /v0/pipelines/{n}`, `POST .../{start,stop,pause,resume,activate,dismiss_error}`,
 //! `POST .../egress/{view}` (endless, never buffered), `POST .../ingress/{table}` (streamed, counted),
 //! `GET .../query` (WebSocket upgrade that echoes raw bytes, or an empty result).
@@ -168,6 +168,7 @@ const PIPELINE_SUBROUTES: &[(&str, &[Method])] = &[
 /// A request resolved to a known route.
 enum Route {
     ClusterHealthz,
+    Config,
     Pipelines,
     Pipeline(String),
     /// `/v0/pipelines/{name}/{action}` (action may be two segments, e.g. `checkpoint/sync`).
@@ -187,6 +188,7 @@ fn resolve(segments: &[String]) -> Option<(Route, &'static [Method])> {
     const PIPELINE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE, Method::PATCH];
     let route = match s.as_slice() {
         ["v0", "cluster_healthz"] => (Route::ClusterHealthz, GET),
+        ["v0", "config"] => (Route::Config, GET),
         ["v0", "pipelines"] => (Route::Pipelines, GET_POST),
         ["v0", "pipelines", name] => (Route::Pipeline((*name).to_owned()), PIPELINE),
         ["v0", "pipelines", name, "egress", _] => (Route::Egress((*name).to_owned()), POST),
@@ -257,6 +259,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     }
     match route {
         Route::ClusterHealthz => cluster_healthz(shared),
+        Route::Config => configuration(),
         Route::Pipelines if method == Method::GET => list_pipelines(shared, &req),
         Route::Pipelines => create_pipeline(shared, req).await,
         Route::Pipeline(name) => match method {
@@ -576,6 +579,47 @@ fn cluster_healthz(shared: &Shared) -> Response<Body> {
             api: service("api"),
             compiler: service("compiler"),
             runner: service("runner"),
+        },
+    )
+}
+
+/// `GET /v0/config` (`Configuration`): the Python SDK's client reads it when it is created.
+/// The edition is Enterprise because the stand-in implements activate.
+#[derive(Serialize)]
+struct Configuration {
+    posthog: &'static str,
+    conceptualhq: &'static str,
+    product_fruits: &'static str,
+    edition: &'static str,
+    license_validity: Option<Value>,
+    version: &'static str,
+    revision: &'static str,
+    runtime_revision: &'static str,
+    changelog_url: &'static str,
+    build_info: Value,
+    build_source: &'static str,
+    unstable_features: Option<String>,
+    update_info: Option<Value>,
+}
+
+fn configuration() -> Response<Body> {
+    const REVISION: &str = "5c7931d09fc37e0976143e50a81169dbd98ec0cc";
+    json_response(
+        StatusCode::OK,
+        &Configuration {
+            posthog: "",
+            conceptualhq: "",
+            product_fruits: "",
+            edition: "Enterprise",
+            license_validity: None,
+            version: super::state::PLATFORM_VERSION,
+            revision: REVISION,
+            runtime_revision: REVISION,
+            changelog_url: "https://github.com/feldera/feldera/releases/tag/v0.337.0",
+            build_info: json!({}),
+            build_source: "source",
+            unstable_features: None,
+            update_info: None,
         },
     )
 }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 /// The manager's `platform_version` for this API.
-const PLATFORM_VERSION: &str = "0.337.0";
+pub const PLATFORM_VERSION: &str = "0.337.0";
 
 /// `deployment_status`: the subset of `CombinedStatus` the stand-in moves through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

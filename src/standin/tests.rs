@@ -737,8 +737,11 @@ async fn requests_are_recorded_and_every_answer_names_the_instance() {
     let health = get(&standin, "/v0/cluster_healthz").await;
     assert_eq!(health.json()["all_healthy"], true);
     assert_eq!(health.header("x-standin-instance"), Some("replica-b"));
+    let config = get(&standin, "/v0/config").await.json();
+    assert_eq!(config["version"], "0.337.0");
+    assert_eq!(config["edition"], "Enterprise");
     let recorded = standin.requests();
-    assert_eq!(recorded.len(), 2);
+    assert_eq!(recorded.len(), 3);
     assert_eq!(recorded[0].method, Method::GET);
     assert_eq!(
         recorded[0].uri.to_string(),
