@@ -81,6 +81,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Everything the request headers need before they go to `pool`.
 pub struct Forwarded<'a> {
     pub client_ip: Option<std::net::IpAddr>,
+    /// The request URI's authority (HTTP/2 sends the host there, not in `Host`).
+    pub authority: Option<http::uri::Authority>,
     pub principal: Option<&'a Principal>,
     pub upgrade: bool,
 }
@@ -88,7 +90,11 @@ pub struct Forwarded<'a> {
 /// Rewrites request headers for the upstream (see the module docs).
 pub fn rewrite_request(headers: &mut HeaderMap, pool: &UpstreamPool, forwarded: Forwarded<'_>) {
     strip_hop_by_hop(headers, forwarded.upgrade);
-    let host = headers.remove(header::HOST);
+    let host = headers.remove(header::HOST).or_else(|| {
+        forwarded
+            .authority
+            .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
+    });
     match forwarded.client_ip {
         Some(ip) => {
             let value = HeaderValue::try_from(ip.to_string())

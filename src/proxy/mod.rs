@@ -21,7 +21,6 @@ pub mod pool;
 pub mod timeout;
 
 use std::convert::Infallible;
-use std::error::Error as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -91,6 +90,7 @@ async fn forward(mut request: Request) -> Result<Response, GatewayError> {
         &pool,
         headers::Forwarded {
             client_ip,
+            authority: parts.uri.authority().cloned(),
             principal: parts.extensions.get::<Principal>(),
             upgrade,
         },
@@ -104,6 +104,8 @@ async fn forward(mut request: Request) -> Result<Response, GatewayError> {
     // A request with no body can be sent again if its connection fails: keep what it takes.
     let resend = (body.is_end_stream() && pool.endpoint_count() > 1)
         .then(|| (parts.method.clone(), parts.headers.clone()));
+    // Managers speak HTTP/1.1, whatever the client spoke.
+    parts.version = http::Version::HTTP_11;
     let mut request = Request::from_parts(parts, body);
     let mut tried = 0u64;
     loop {
@@ -155,51 +157,50 @@ fn unavailable(
 }
 
 fn connect_reason(error: &hyper_util::client::legacy::Error) -> &'static str {
-    let mut source = error.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused",
-                std::io::ErrorKind::TimedOut => "connect timed out",
-                _ => "connect failed",
-            };
-        }
-        source = cause.source();
-    }
-    if error_chain(error).contains("timed out") || error_chain(error).contains("timeout") {
-        "connect timed out"
-    } else {
-        "connect failed"
+    match find_cause::<std::io::Error>(error).map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused",
+        Some(std::io::ErrorKind::TimedOut) => "connect timed out",
+        _ if error_chain(error).contains("timed out") => "connect timed out",
+        _ => "connect failed",
     }
 }
 
 fn map_send_error(pool: &UpstreamPool, error: &hyper_util::client::legacy::Error) -> GatewayError {
+    // The client's own body failing is found deeper in the chain than hyper's error that
+    // wraps it, so look for it first.
+    if let Some(body_error) = find_cause::<ClientBodyError>(error) {
+        return match body_error {
+            ClientBodyError::TooLarge { limit } => GatewayError::payload_too_large(*limit),
+            ClientBodyError::Read(_) => GatewayError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestBody",
+                "The request body could not be read",
+            )
+            .with_internal(error_chain(error)),
+        };
+    }
+    let reason = match find_cause::<hyper::Error>(error) {
+        Some(e) if e.is_parse() => "malformed response",
+        Some(e) if e.is_incomplete_message() || e.is_closed() || e.is_canceled() => {
+            "connection closed before the response"
+        }
+        _ => "request failed",
+    };
+    unavailable(pool, reason, error)
+}
+
+/// The first cause of type `T` in `error`'s source chain.
+fn find_cause<'a, T: std::error::Error + 'static>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut source = error.source();
     while let Some(cause) = source {
-        if let Some(body_error) = cause.downcast_ref::<ClientBodyError>() {
-            return match body_error {
-                ClientBodyError::TooLarge { limit } => GatewayError::payload_too_large(*limit),
-                ClientBodyError::Read(_) => GatewayError::new(
-                    StatusCode::BAD_REQUEST,
-                    "InvalidRequestBody",
-                    "The request body could not be read",
-                )
-                .with_internal(error_chain(error)),
-            };
-        }
-        if let Some(hyper_error) = cause.downcast_ref::<hyper::Error>() {
-            let reason = if hyper_error.is_parse() {
-                "malformed response"
-            } else if hyper_error.is_incomplete_message() || hyper_error.is_closed() {
-                "connection closed before the response"
-            } else {
-                "request failed"
-            };
-            return unavailable(pool, reason, error);
+        if let Some(found) = cause.downcast_ref::<T>() {
+            return Some(found);
         }
         source = cause.source();
     }
-    unavailable(pool, "request failed", error)
+    None
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

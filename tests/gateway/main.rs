@@ -1,0 +1,11 @@
+//! Black-box tests of the gateway core: a real gateway on 127.0.0.1:0 in front of real
+//! stand-in managers, driven over real sockets.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod errors;
+mod forwarding;
+mod lifecycle;
+mod streaming;
+mod validation;
