@@ -1,4 +1,5 @@
-//! Size limits on what a client sends: the request target (414), the headers (431) and,
+//! Limits on what clients may ask of the gateway: requests in flight (503), and the size
+//! of what a client sends: the request target (414), the headers (431) and,
 //! per endpoint class, the body (413).
 //!
 //! hyper answers its own parse errors with empty bodies, so the server configures hyper's
@@ -11,9 +12,17 @@
 //! streams and the forward fails with 413 when it passes the limit (the upstream sees the
 //! request aborted, never a truncated body).
 
-use http::header;
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use crate::body::{self, Request};
+use futures_util::future::Either;
+use http::header;
+use tower::{Layer, Service};
+
+use crate::body::{self, Request, Response, ResponseFuture};
 use crate::check::RequestCheck;
 use crate::errors::GatewayError;
 use crate::proxy::body::{BodyProgress, Tracked};
@@ -81,5 +90,79 @@ impl RequestCheck for BodyLimit {
         let inner = std::mem::replace(request.body_mut(), body::empty());
         *request.body_mut() = body::boxed(Tracked::new(inner, limit, progress));
         Ok(())
+    }
+}
+
+/// Sheds load: at most `max` requests may be in the stack at once (counted until their
+/// response headers leave; a stream's body does not hold a slot). Past that: 503
+/// `ServiceUnavailable` with `Retry-After: 1`, before any work is spent on the request.
+#[derive(Clone)]
+pub struct InFlightLayer {
+    max: usize,
+    current: Arc<AtomicUsize>,
+}
+
+impl InFlightLayer {
+    pub fn new(max: usize) -> Self {
+        InFlightLayer {
+            max,
+            current: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl<S> Layer<S> for InFlightLayer {
+    type Service = InFlight<S>;
+    fn layer(&self, inner: S) -> InFlight<S> {
+        InFlight {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+/// The service of [`InFlightLayer`].
+#[derive(Clone)]
+pub struct InFlight<S> {
+    layer: InFlightLayer,
+    inner: S,
+}
+
+/// Gives the slot back when the request is answered or dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<S> Service<Request> for InFlight<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<Ready<Result<Response, Infallible>>, ResponseFuture>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let current = &self.layer.current;
+        if current.fetch_add(1, Ordering::Relaxed) >= self.layer.max {
+            current.fetch_sub(1, Ordering::Relaxed);
+            let error = GatewayError::service_unavailable("too many requests in flight", 1);
+            return Either::Left(ready(Ok(error.into_response())));
+        }
+        let slot = Slot(current.clone());
+        let future: ResponseFuture = Box::pin(self.inner.call(request));
+        Either::Right(Box::pin(async move {
+            let response = future.await;
+            drop(slot);
+            response
+        }))
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pipeline_gateway::config::{Config, ConfigError};
+use pipeline_gateway::standin::cli::StandinArgs;
 use pipeline_gateway::Gateway;
 
 #[derive(Parser)]
@@ -30,6 +31,10 @@ enum Command {
     Run,
     /// Check a configuration file: exit 0, or list every problem with its key path.
     CheckConfig,
+    /// Run the stand-in pipeline manager (an in-memory imitation for demos and tests).
+    StandIn(StandinArgs),
+    /// The stand-in manager and the gateway on loopback, with curl commands to try.
+    Demo,
 }
 
 fn init_logging(format: &str) {
@@ -120,6 +125,22 @@ fn main() -> ExitCode {
             Command::Run | Command::CheckConfig => {
                 let config = load(cli.config.as_ref()).map_err(anyhow::Error::msg)?;
                 serve(config).await
+            }
+            Command::StandIn(args) => pipeline_gateway::standin::cli::run(args).await,
+            Command::Demo => {
+                let path = cli
+                    .config
+                    .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+                let config = load(Some(&path)).map_err(anyhow::Error::msg)?;
+                let (gateway, standin) = pipeline_gateway::demo::start(config).await?;
+                println!(
+                    "{}",
+                    pipeline_gateway::demo::instructions(&gateway, &standin)
+                );
+                shutdown_signal().await;
+                gateway.shutdown().await;
+                standin.shutdown().await;
+                Ok(())
             }
         }
     });

@@ -13,7 +13,7 @@ use crate::auth::{AuthLayer, Authenticator};
 use crate::body::{Request, Response};
 use crate::check::CheckLayer;
 use crate::config::ServerConfig;
-use crate::limits::{BodyLimit, HeaderLimits};
+use crate::limits::{BodyLimit, HeaderLimits, InFlightLayer};
 use crate::proxy::{Forward, TimeoutLayer};
 use crate::routing::{Classify, SelectUpstream};
 use crate::telemetry::{CatchPanicLayer, Metrics, RequestLogLayer};
@@ -38,6 +38,9 @@ pub fn build(parts: StackParts) -> GatewayService {
         .layer(RequestLogLayer::new(parts.metrics))
         // A panic anywhere below becomes a JSON 500 that the access log still records.
         .layer(CatchPanicLayer)
+        // Load shedding before any work is spent on the request; after the log so that shed
+        // requests are still counted and logged.
+        .layer(InFlightLayer::new(parts.server.max_in_flight))
         // Size limits before any parsing work: an oversized request costs nothing more.
         .layer(CheckLayer::new(HeaderLimits {
             max_header_bytes: parts.server.max_header_bytes,

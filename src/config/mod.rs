@@ -54,9 +54,8 @@ pub struct ServerConfig {
     /// Time a client gets to send its request headers.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Time a client gets to send a (non-streaming) request body; over it: 408.
-    #[serde(with = "humantime_serde")]
-    pub body_read_timeout: Duration,
+    /// Requests in the gateway at once (until their response headers); over it: 503.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -68,7 +67,7 @@ impl Default for ServerConfig {
             max_body_bytes: 2 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(30),
+            max_in_flight: 10_000,
         }
     }
 }
@@ -253,13 +252,11 @@ impl Config {
                 format!("{} is outside 256..=65536", s.max_uri_bytes),
             );
         }
-        for (key, value) in [
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.body_read_timeout", s.body_read_timeout),
-        ] {
-            if value.is_zero() {
-                problems.push(key, "must be more than zero");
-            }
+        if s.header_read_timeout.is_zero() {
+            problems.push("server.header_read_timeout", "must be more than zero");
+        }
+        if s.max_in_flight == 0 {
+            problems.push("server.max_in_flight", "must be at least 1");
         }
     }
 

@@ -60,3 +60,37 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    #[tokio::test]
+    async fn a_panic_becomes_a_json_500_internal_error() {
+        let service =
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer)
+                .service_fn(|_: Request| async move {
+                    if true {
+                        panic!("boom");
+                    }
+                    Ok::<Response, Infallible>(Response::new(crate::body::empty()))
+                });
+        let response = service
+            .oneshot(Request::new(crate::body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        assert_eq!(response.headers()["x-error-source"], "gateway");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error_code"], "InternalError");
+        assert_eq!(body["details"], serde_json::json!({}));
+        assert!(
+            !body["message"].as_str().unwrap().contains("boom"),
+            "panic text stays internal"
+        );
+    }
+}

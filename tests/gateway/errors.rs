@@ -306,3 +306,28 @@ async fn upstream_json_errors_keep_their_retry_after() {
     reply.error(503, "PipelineInteractionNotDeployed");
     assert_eq!(reply.header("retry-after"), Some("5"));
 }
+
+#[tokio::test]
+async fn requests_past_max_in_flight_get_503_service_unavailable() {
+    let upstream = standin("a").await;
+    upstream.set_fault(
+        "/v0/pipelines/orders",
+        Fault::Delay(Duration::from_secs(30)),
+    );
+    let gw = gateway(&config_for(&upstream.url(), "").replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nmax_in_flight = 1",
+    ))
+    .await;
+    let url = format!("{}/v0/pipelines/orders", gw.url());
+    let _held = tokio::spawn(async move { get(&url).await });
+    let arrived = eventually(Duration::from_secs(5), async || {
+        !upstream.requests().is_empty()
+    })
+    .await;
+    assert!(arrived);
+    let reply = get(&format!("{}/v0/pipelines", gw.url())).await;
+    let details = reply.error(503, "ServiceUnavailable");
+    assert_eq!(details["reason"], "too many requests in flight");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}

@@ -1,0 +1,87 @@
+//! The binary's commands: `check-config` lists every problem with its key path; the shipped
+//! configurations are valid.
+
+use std::process::Command;
+
+fn gateway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pipeline-gateway"))
+}
+
+#[test]
+fn shipped_configurations_are_valid() {
+    for file in ["config/gateway.toml", "config/demo.toml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let output = gateway()
+            .args(["check-config", "--config", &path])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[server]
+max_header_bytes = 10
+
+[[upstreams]]
+name = "primary"
+endpoints = ["ftp://127.0.0.1:1"]
+
+[[routes]]
+pipelines = ["prod-*"]
+upstream = "primary"
+
+[[routes]]
+pipelines = ["*"]
+upstream = "eu"
+default = true
+"#,
+    )
+    .unwrap();
+    let output = gateway()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    assert!(
+        stderr.contains("server.max_header_bytes: 10 is outside 1024..=262144"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "upstreams[0].endpoints[0]: \"ftp://127.0.0.1:1\": the scheme must be http or https"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("routes[1].upstream: unknown upstream \"eu\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_keys_and_syntax_errors_are_reported_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.toml");
+    std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:0\"\nmax_body = 1\n").unwrap();
+    let output = gateway()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `max_body`"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+}
