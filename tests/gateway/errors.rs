@@ -331,3 +331,31 @@ async fn requests_past_max_in_flight_get_503_service_unavailable() {
     assert_eq!(details["reason"], "too many requests in flight");
     assert_eq!(reply.header("retry-after"), Some("1"));
 }
+
+#[tokio::test]
+async fn upstream_that_never_accepts_is_502_after_connect_timeout() {
+    // A listener whose accept queue is full: the kernel drops further SYNs, so a connect
+    // hangs until the gateway's connect_timeout (300 ms here) gives up.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let attempt =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await;
+        match attempt {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    let gw = gateway(
+        &config_for(&format!("http://{addr}"), "")
+            .replace("connect_timeout = \"1s\"", "connect_timeout = \"300ms\""),
+    )
+    .await;
+    let reply = get(&format!("{}/v0/pipelines", gw.url())).await;
+    let details = reply.error(502, "UpstreamUnavailable");
+    assert_eq!(details["reason"], "connect timed out");
+    drop(listener);
+}
