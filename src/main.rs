@@ -8,6 +8,11 @@ use pipeline_gateway::config::{Config, ConfigError};
 use pipeline_gateway::standin::cli::StandinArgs;
 use pipeline_gateway::Gateway;
 
+// mimalloc: the request path allocates many small, short-lived objects; glibc's malloc was
+// a fifth of the instructions per proxied request under callgrind.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "pipeline-gateway",

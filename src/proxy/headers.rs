@@ -49,8 +49,19 @@ fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether any hop-by-hop header (or `Upgrade`) is present: one pass over the names, so the
+/// common case (none) costs no hash lookups.
+fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name))
+}
+
 /// Removes hop-by-hop headers; keeps `Connection: upgrade` and `Upgrade` when `upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !upgrade && !has_hop_by_hop(headers) {
+        return;
+    }
     if let Some(connection) = headers.get(header::CONNECTION) {
         if !connection.as_bytes().eq_ignore_ascii_case(b"keep-alive")
             && !connection.as_bytes().eq_ignore_ascii_case(b"close")
@@ -80,7 +91,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 
 /// Everything the request headers need before they go to `pool`.
 pub struct Forwarded<'a> {
-    pub client_ip: Option<std::net::IpAddr>,
+    /// The client's address as an `X-Forwarded-For` value (made once per connection).
+    pub client_ip: Option<HeaderValue>,
     /// The request URI's authority (HTTP/2 sends the host there, not in `Host`).
     pub authority: Option<http::uri::Authority>,
     pub principal: Option<&'a Principal>,
@@ -96,15 +108,9 @@ pub fn rewrite_request(headers: &mut HeaderMap, pool: &UpstreamPool, forwarded: 
             .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
     });
     match forwarded.client_ip {
-        Some(ip) => {
-            let value = HeaderValue::try_from(ip.to_string())
-                .unwrap_or(HeaderValue::from_static("unknown"));
-            headers.insert(X_FORWARDED_FOR, value);
-        }
-        None => {
-            headers.remove(X_FORWARDED_FOR);
-        }
-    }
+        Some(ip) => headers.insert(X_FORWARDED_FOR, ip),
+        None => headers.remove(X_FORWARDED_FOR),
+    };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     match host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),

@@ -83,7 +83,10 @@ async fn forward(mut request: Request) -> Result<Response, GatewayError> {
         .map_or("unclassified", |c| c.endpoint.name);
     let upgrade = headers::is_upgrade(request.headers());
     let server_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let client_ip = request.extensions().get::<ClientAddr>().map(|c| c.0.ip());
+    let client_ip = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map(|c| c.ip_header.clone());
     let (mut parts, body) = request.into_parts();
     headers::rewrite_request(
         &mut parts.headers,

@@ -27,9 +27,21 @@ use crate::body::{self, ResponseFuture};
 use crate::config::ServerConfig;
 use crate::stack::GatewayService;
 
-/// Request extension: the TCP peer of the connection.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
+/// Request extension: the TCP peer of the connection, and its IP as a header value (made
+/// once per connection, for `X-Forwarded-For`).
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    pub addr: SocketAddr,
+    pub ip_header: http::HeaderValue,
+}
+
+impl ClientAddr {
+    pub fn new(addr: SocketAddr) -> ClientAddr {
+        let ip_header = http::HeaderValue::try_from(addr.ip().to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown"));
+        ClientAddr { addr, ip_header }
+    }
+}
 
 /// Most header lines hyper accepts in one request.
 pub const MAX_HEADERS: usize = 512;
@@ -40,7 +52,7 @@ pub const MAX_HEADERS: usize = 512;
 /// buffers or limits concurrency through readiness).
 struct Adapter {
     service: GatewayService,
-    peer: SocketAddr,
+    peer: ClientAddr,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Adapter {
@@ -50,7 +62,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Adapter {
 
     fn call(&self, request: http::Request<Incoming>) -> ResponseFuture {
         let mut request = request.map(body::boxed);
-        request.extensions_mut().insert(ClientAddr(self.peer));
+        request.extensions_mut().insert(self.peer.clone());
         self.service.clone().call(request)
     }
 }
@@ -100,7 +112,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let hyper_service = Adapter {
             service: service.clone(),
-            peer,
+            peer: ClientAddr::new(peer),
         };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)

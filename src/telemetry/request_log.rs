@@ -130,10 +130,11 @@ where
         let log = RequestLog::default();
         request.extensions_mut().insert(log.clone());
         request.extensions_mut().insert(RequestId(id.clone()));
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let id_text = id.to_str().unwrap_or("").to_owned();
-        let span = tracing::info_span!("request", id = %id_text);
+        // The access-log line needs the method and path after the request has moved on;
+        // copy them only when the line will be written.
+        let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
+        let span = tracing::info_span!("request", id = id.to_str().unwrap_or(""));
         let metrics = self.layer.metrics.clone();
         let future: ResponseFuture = {
             let _entered = span.enter();
@@ -142,25 +143,27 @@ where
         Box::pin(
             async move {
                 let Ok(mut response) = future.await;
-                response.headers_mut().insert(REQUEST_ID, id);
+                response.headers_mut().insert(REQUEST_ID, id.clone());
                 let latency = start.elapsed();
                 let status = response.status().as_u16();
                 let error = response.extensions().get::<ErrorInfo>();
                 let endpoint = log.0.endpoint.get().copied().unwrap_or("-");
                 metrics.observe_request(endpoint, status, latency);
-                tracing::info!(
-                    target: "access",
-                    method = %method,
-                    path = %path,
-                    status,
-                    endpoint,
-                    upstream = log.0.upstream.get().map_or("-", |u| &**u),
-                    principal = log.0.principal.get().map_or("-", |p| &**p),
-                    error_code = error.map_or("-", |e| &*e.code),
-                    internal = error.and_then(|e| e.internal.as_deref()).unwrap_or("-"),
-                    latency_us = latency.as_micros() as u64,
-                    request_id = %id_text,
-                );
+                if let Some((method, path)) = logged {
+                    tracing::info!(
+                        target: "access",
+                        method = %method,
+                        path = %path,
+                        status,
+                        endpoint,
+                        upstream = log.0.upstream.get().map_or("-", |u| &**u),
+                        principal = log.0.principal.get().map_or("-", |p| &**p),
+                        error_code = error.map_or("-", |e| &*e.code),
+                        internal = error.and_then(|e| e.internal.as_deref()).unwrap_or("-"),
+                        latency_us = latency.as_micros() as u64,
+                        request_id = id.to_str().unwrap_or(""),
+                    );
+                }
                 Ok(response)
             }
             .instrument(span),
