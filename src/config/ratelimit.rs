@@ -243,8 +243,7 @@ fn valid_policy_name(name: &str) -> bool {
 }
 
 impl RateLimitConfig {
-    /// The policy names in use, in the order the runtime builds them: `anonymous`,
-    /// `principal`, rules, overrides.
+    /// The policy name of `rules[index]` (given, or `rule-<index>`).
     pub fn rule_name(&self, index: usize) -> String {
         self.rules[index]
             .name
@@ -252,6 +251,7 @@ impl RateLimitConfig {
             .unwrap_or_else(|| format!("rule-{index}"))
     }
 
+    /// The policy name of `overrides[index]` (given, or `override-<index>`).
     pub fn override_name(&self, index: usize) -> String {
         self.overrides[index]
             .name

@@ -297,4 +297,18 @@ mod tests {
         // A known key keeps its own budget.
         assert!(limiter.decide(&3).allowed);
     }
+
+    #[test]
+    fn the_cap_holds_under_a_flood_of_distinct_keys() {
+        let clock = FakeRelativeClock::default();
+        let limiter: LocalLimiter<u32, FakeRelativeClock> =
+            LocalLimiter::new(rate("20/s"), 40, 10_000, clock);
+        let admitted = (0..200_000u32)
+            .filter(|i| limiter.decide(&(0x0b00_0000 + i)).allowed)
+            .count();
+        assert_eq!(limiter.len(), 10_000);
+        // 10,000 keys with their own budget, then all newcomers share one budget of 40.
+        assert_eq!(admitted, 10_000 + 40);
+        assert!(limiter.is_full());
+    }
 }
