@@ -59,7 +59,15 @@ impl Gateway {
         if !problems.is_empty() {
             return Err(config::ConfigError::Invalid(problems).into());
         }
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
+        let rate_limits = match &config.rate_limit {
+            Some(rate_limit) => Some(Arc::new(ratelimit::RateLimits::build(
+                rate_limit,
+                ratelimit::LimiterClock::monotonic(),
+                Some(metrics.registry_mut()),
+            )?)),
+            None => None,
+        };
         let upstreams = config
             .upstreams
             .iter()
@@ -75,6 +83,7 @@ impl Gateway {
             metrics: metrics.clone(),
             authenticator,
             select_upstream: SelectUpstream::new(table, upstreams),
+            rate_limits: rate_limits.clone(),
         });
 
         let (shutdown, signal) = watch::channel(false);
@@ -95,6 +104,12 @@ impl Gateway {
                 Vec::new(),
                 wait_for(signal.clone()),
             )));
+        }
+        if let Some(rate_limits) = rate_limits {
+            // Sweeps idle rate-limit keys until shutdown.
+            tasks.push(tokio::spawn(
+                rate_limits.run_sweeper(wait_for(signal.clone())),
+            ));
         }
         tasks.push(tokio::spawn(server::serve(
             listener,

@@ -15,6 +15,7 @@ use crate::check::CheckLayer;
 use crate::config::ServerConfig;
 use crate::limits::{BodyLimit, HeaderLimits, InFlightLayer};
 use crate::proxy::{Forward, TimeoutLayer};
+use crate::ratelimit::{RateLimitLayer, RateLimits};
 use crate::routing::{Classify, SelectUpstream};
 use crate::telemetry::{CatchPanicLayer, Metrics, RequestLogLayer};
 use crate::validate::{CanonicalPath, PipelineRequest};
@@ -28,6 +29,8 @@ pub struct StackParts {
     pub metrics: Arc<Metrics>,
     pub authenticator: Arc<Authenticator>,
     pub select_upstream: SelectUpstream,
+    /// `None` without `[rate_limit]`: both rate-limit layers pass everything through.
+    pub rate_limits: Option<Arc<RateLimits>>,
 }
 
 /// Builds the request path.
@@ -57,9 +60,15 @@ pub fn build(parts: StackParts) -> GatewayService {
         .layer(CheckLayer::new(BodyLimit {
             max_body_bytes: parts.server.max_body_bytes,
         }))
+        // Limit by client IP just before auth: an unauthenticated flood (forged tokens
+        // included) is refused before any signature is verified; after the cheap size and
+        // path checks, which cost less than a (possibly Redis) decision.
+        .layer(RateLimitLayer::client_ip(parts.rate_limits.clone()))
         // Auth slot: the principal and its role, before anything is keyed on who calls.
         .layer(AuthLayer::new(parts.authenticator))
-        // Rate-limit slot (by principal): after auth, so the key is verified.
+        // Limit by principal right after auth, so the key is verified and the endpoint's
+        // rule known; before validation and routing, so refused requests cost nothing more.
+        .layer(RateLimitLayer::principal(parts.rate_limits))
         // Validation after auth and limits: anonymous clients learn nothing about names, and
         // bad requests still spend their budget. Rewrites activate's query.
         .layer(CheckLayer::new(PipelineRequest))

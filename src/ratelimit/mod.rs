@@ -1,1 +1,592 @@
-//! Rate limiting (the rate-limit slot of the stack). Without `[rate_limit]` nothing is limited.
+//! Rate limiting at the edge: by client IP before authentication, by verified principal after.
+//!
+//! Without `[rate_limit]` nothing is limited and no header is added (the layers pass
+//! requests straight through). With it, [`RateLimits`] holds every policy:
+//!
+//! - `anonymous`: one budget per client IP (IPv6 per /64, see [`key`]), checked by the
+//!   [`RateLimitLayer::client_ip`] layer **before** authentication, on *every* request — with
+//!   or without credentials, because before verification no credential can be believed, and a
+//!   flood of forged tokens must not reach signature checks. Size it as the ceiling of one
+//!   address (a NAT with many users), not of one user.
+//! - after authentication ([`RateLimitLayer::principal`]), one policy per request, the first
+//!   that applies: an override naming the principal id or its verified tenant (and the
+//!   endpoint, if the override lists routes), else the first rule naming the endpoint (by
+//!   name or `class:<class>`), else `principal`. Each policy has its own budget per
+//!   principal, so `activate` under a rule does not spend the principal's general budget.
+//!   Requests without a principal (public endpoints with auth on) have no principal limit.
+//!   With auth off everyone is the `anonymous` principal, so the key is the client IP and
+//!   overrides by tenant never match (the tenant header is not verified).
+//!
+//! Decisions are local (`governor`, [`local`]) or, with `[rate_limit.redis]`, made in Redis
+//! and shared by all instances ([`redis`]); when Redis fails, `on_error` applies (`local`:
+//! this instance's own budget for the same policy, `allow`, or `deny` with 503), with a
+//! warning at most every 10 s and the counter
+//! `pipeline_gateway_ratelimit_redis_fallbacks_total{on_error}`.
+//!
+//! Memory: local budgets are swept every `sweep_interval` by the task from
+//! [`RateLimits::run_sweeper`] (and early when a policy hits `max_keys`).
+
+pub mod error;
+pub mod headers;
+pub mod key;
+pub mod layer;
+pub mod local;
+pub mod redis;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+
+use crate::auth::{Credential, Principal};
+use crate::config::ratelimit::{parse_trusted_proxy, LimitConfig, OnError, Rate, RateLimitConfig};
+use crate::routing::{Endpoint, EndpointClass};
+
+pub use self::error::RateLimitError;
+pub use self::key::ClientIpResolver;
+pub use self::layer::{RateLimitLayer, Stage};
+pub use self::local::{Decision, LimiterClock, LocalLimiter};
+
+/// A named limit: `burst` requests at once, refilled at `rate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub name: Arc<str>,
+    pub rate: Rate,
+    pub burst: u32,
+}
+
+impl Policy {
+    pub fn new(name: &str, rate: Rate, burst: u32) -> Policy {
+        Policy {
+            name: name.into(),
+            rate,
+            burst: burst.max(1),
+        }
+    }
+
+    fn from_config(name: &str, rate: &str, burst: Option<u32>) -> Option<Policy> {
+        let rate = Rate::parse(rate)?;
+        Some(Policy::new(name, rate, burst.unwrap_or(rate.count)))
+    }
+
+    /// Seconds the whole burst takes to refill, rounded up, at least 1.
+    pub fn window_secs(&self) -> u64 {
+        headers::ceil_secs(self.rate.interval() * self.burst).max(1)
+    }
+}
+
+/// Which budget a request spends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BudgetKey {
+    /// The client IP, aggregated ([`key::ip_key`]).
+    Ip(IpAddr),
+    /// A principal key ([`key::principal_key`]).
+    Principal(Arc<str>),
+}
+
+impl std::fmt::Display for BudgetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BudgetKey::Ip(ip) => f.write_str(&key::ip_key_text(*ip)),
+            BudgetKey::Principal(id) => f.write_str(id),
+        }
+    }
+}
+
+/// Which policy a request falls under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyRef {
+    Anonymous,
+    Principal,
+    Rule(usize),
+    Override(usize),
+}
+
+/// A policy and key resolved for one request.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub policy: PolicyRef,
+    pub key: BudgetKey,
+}
+
+/// What the limiter concluded about one request.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A decision with its numbers (from Redis or local).
+    Decided { policy: Policy, decision: Decision },
+    /// Redis failed and `on_error = "allow"`: let through, numbers unknown.
+    AllowedBlind { policy: Policy },
+    /// Redis failed and `on_error = "deny"`.
+    Unavailable { policy: Policy, reason: String },
+}
+
+impl Outcome {
+    /// The error to answer with, when the request may not pass.
+    pub fn rejection(&self) -> Option<RateLimitError> {
+        match self {
+            Outcome::Decided { policy, decision } if !decision.allowed => {
+                Some(RateLimitError::Exceeded {
+                    policy: policy.clone(),
+                    decision: *decision,
+                })
+            }
+            Outcome::Unavailable { policy, reason } => Some(RateLimitError::StoreUnavailable {
+                policy: policy.clone(),
+                reason: reason.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Adds this outcome's headers to a response that is let through.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        match self {
+            Outcome::Decided { policy, decision } => headers::apply(headers, policy, decision),
+            Outcome::AllowedBlind { policy } => headers::apply_policy_only(headers, policy),
+            Outcome::Unavailable { .. } => {}
+        }
+    }
+}
+
+/// Which endpoints a rule or override covers.
+#[derive(Debug, Clone)]
+enum RouteMatch {
+    Name(String),
+    Class(EndpointClass),
+}
+
+fn route_matches(routes: &[RouteMatch], endpoint: Option<&Endpoint>) -> bool {
+    let Some(endpoint) = endpoint else {
+        return false;
+    };
+    routes.iter().any(|route| match route {
+        RouteMatch::Name(name) => name == endpoint.name,
+        RouteMatch::Class(class) => *class == endpoint.class,
+    })
+}
+
+fn compile_routes(routes: &[String]) -> Vec<RouteMatch> {
+    routes
+        .iter()
+        .map(|route| match route.strip_prefix("class:") {
+            Some(class) => EndpointClass::ALL
+                .iter()
+                .find(|c| c.as_str() == class)
+                .map_or(RouteMatch::Name(route.clone()), |c| RouteMatch::Class(*c)),
+            None => RouteMatch::Name(route.clone()),
+        })
+        .collect()
+}
+
+struct Limited<K: std::hash::Hash + Eq + Clone> {
+    policy: Policy,
+    local: LocalLimiter<K>,
+}
+
+struct Rule {
+    routes: Vec<RouteMatch>,
+    limited: Limited<Arc<str>>,
+}
+
+struct Override {
+    principals: Vec<String>,
+    tenants: Vec<String>,
+    routes: Vec<RouteMatch>,
+    limited: Limited<Arc<str>>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    policy: String,
+    decision: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FallbackLabels {
+    on_error: &'static str,
+}
+
+/// The limiter's metrics (registered under `pipeline_gateway_ratelimit_*`).
+#[derive(Clone, Default)]
+struct RateLimitMetrics {
+    decisions: Family<DecisionLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
+    keys: Family<PolicyLabels, Gauge>,
+    overflowed: Family<PolicyLabels, Counter>,
+}
+
+impl RateLimitMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("ratelimit");
+        registry.register(
+            "decisions",
+            "Rate-limit decisions, by policy and outcome (allow, deny)",
+            self.decisions.clone(),
+        );
+        registry.register(
+            "redis_fallbacks",
+            "Decisions Redis could not make (timeout or error), by the on_error applied",
+            self.fallbacks.clone(),
+        );
+        registry.register(
+            "keys",
+            "Keys held in memory per policy, as of the last sweep",
+            self.keys.clone(),
+        );
+        registry.register(
+            "overflowed",
+            "Decisions made against a policy's shared overflow budget because it held max_keys",
+            self.overflowed.clone(),
+        );
+    }
+}
+
+/// Redis with the settings the decisions need.
+struct Shared {
+    store: redis::RedisStore,
+    on_error: OnError,
+    prefix: String,
+    last_warning: AtomicU64,
+    started: Instant,
+}
+
+/// Every policy of `[rate_limit]`, ready to decide.
+pub struct RateLimits {
+    resolver: ClientIpResolver,
+    anonymous: Option<Limited<IpAddr>>,
+    principal: Option<Limited<Arc<str>>>,
+    rules: Vec<Rule>,
+    overrides: Vec<Override>,
+    shared: Option<Shared>,
+    metrics: RateLimitMetrics,
+    sweep_interval: Duration,
+    sweep_now: Notify,
+}
+
+impl RateLimits {
+    /// Builds the runtime form of a configuration that passed its check. Must run inside a
+    /// Tokio runtime when `redis` is configured (the connection is prepared, not opened).
+    pub fn build(
+        config: &RateLimitConfig,
+        clock: LimiterClock,
+        registry: Option<&mut Registry>,
+    ) -> anyhow::Result<RateLimits> {
+        let bad = |what: &str| anyhow::anyhow!("rate_limit.{what} is invalid (run check-config)");
+        let limited = |name: &str, rate: &str, burst: Option<u32>| {
+            Policy::from_config(name, rate, burst).map(|policy| Limited {
+                local: LocalLimiter::new(policy.rate, policy.burst, config.max_keys, clock.clone()),
+                policy,
+            })
+        };
+        let from_limit = |name: &str, limit: &Option<LimitConfig>| -> anyhow::Result<_> {
+            limit
+                .as_ref()
+                .map(|l| limited(name, &l.rate, l.burst).ok_or_else(|| bad(name)))
+                .transpose()
+        };
+        let anonymous = match &config.anonymous {
+            Some(l) => Some(
+                Policy::from_config("anonymous", &l.rate, l.burst)
+                    .map(|policy| Limited {
+                        local: LocalLimiter::new(
+                            policy.rate,
+                            policy.burst,
+                            config.max_keys,
+                            clock.clone(),
+                        ),
+                        policy,
+                    })
+                    .ok_or_else(|| bad("anonymous"))?,
+            ),
+            None => None,
+        };
+        let principal = from_limit("principal", &config.principal)?;
+        let mut rules = Vec::with_capacity(config.rules.len());
+        for (i, rule) in config.rules.iter().enumerate() {
+            let name = config.rule_name(i);
+            rules.push(Rule {
+                routes: compile_routes(&rule.routes),
+                limited: limited(&name, &rule.rate, rule.burst).ok_or_else(|| bad(&name))?,
+            });
+        }
+        let mut overrides = Vec::with_capacity(config.overrides.len());
+        for (i, over) in config.overrides.iter().enumerate() {
+            let name = config.override_name(i);
+            overrides.push(Override {
+                principals: over.principals.clone(),
+                tenants: over.tenants.clone(),
+                routes: compile_routes(&over.routes),
+                limited: limited(&name, &over.rate, over.burst).ok_or_else(|| bad(&name))?,
+            });
+        }
+        let trusted = config
+            .trusted_proxies
+            .iter()
+            .map(|p| parse_trusted_proxy(p).ok_or_else(|| bad("trusted_proxies")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let shared = match &config.redis {
+            Some(redis) => Some(Shared {
+                store: redis::RedisStore::connect(redis)?,
+                on_error: redis.on_error,
+                prefix: redis.key_prefix.clone(),
+                last_warning: AtomicU64::new(0),
+                started: Instant::now(),
+            }),
+            None => None,
+        };
+        let metrics = RateLimitMetrics::default();
+        if let Some(registry) = registry {
+            metrics.register(registry);
+        }
+        Ok(RateLimits {
+            resolver: ClientIpResolver::new(trusted),
+            anonymous,
+            principal,
+            rules,
+            overrides,
+            shared,
+            metrics,
+            sweep_interval: config.sweep_interval,
+            sweep_now: Notify::new(),
+        })
+    }
+
+    /// The client-IP budget of a request from `peer`, when `anonymous` is configured.
+    pub fn client_ip_target(
+        &self,
+        peer: std::net::SocketAddr,
+        headers: &http::HeaderMap,
+    ) -> Option<Target> {
+        self.anonymous.as_ref()?;
+        let ip = self.resolver.client_ip(peer, headers);
+        Some(Target {
+            policy: PolicyRef::Anonymous,
+            key: BudgetKey::Ip(key::ip_key(ip)),
+        })
+    }
+
+    /// The policy and budget of an authenticated request; `None`: not limited.
+    pub fn principal_target(
+        &self,
+        principal: &Principal,
+        endpoint: Option<&Endpoint>,
+        client: Option<(std::net::SocketAddr, &http::HeaderMap)>,
+    ) -> Option<Target> {
+        let verified = !matches!(principal.credential, Credential::Anonymous);
+        let overriding = self.overrides.iter().position(|o| {
+            verified
+                && (o.principals.iter().any(|p| **p == *principal.id)
+                    || principal
+                        .tenant
+                        .as_deref()
+                        .is_some_and(|t| o.tenants.iter().any(|o| o == t)))
+                && (o.routes.is_empty() || route_matches(&o.routes, endpoint))
+        });
+        let policy = match overriding {
+            Some(i) => PolicyRef::Override(i),
+            None => match self
+                .rules
+                .iter()
+                .position(|r| route_matches(&r.routes, endpoint))
+            {
+                Some(i) => PolicyRef::Rule(i),
+                None => {
+                    self.principal.as_ref()?;
+                    PolicyRef::Principal
+                }
+            },
+        };
+        let client_ip = if verified {
+            None
+        } else {
+            client.map(|(peer, headers)| self.resolver.client_ip(peer, headers))
+        };
+        Some(Target {
+            policy,
+            key: BudgetKey::Principal(key::principal_key(principal, client_ip).into()),
+        })
+    }
+
+    fn policy(&self, which: PolicyRef) -> Option<&Policy> {
+        match which {
+            PolicyRef::Anonymous => self.anonymous.as_ref().map(|l| &l.policy),
+            PolicyRef::Principal => self.principal.as_ref().map(|l| &l.policy),
+            PolicyRef::Rule(i) => self.rules.get(i).map(|r| &r.limited.policy),
+            PolicyRef::Override(i) => self.overrides.get(i).map(|o| &o.limited.policy),
+        }
+    }
+
+    /// Decides with this instance's memory only.
+    pub fn decide_local(&self, target: &Target) -> Option<Decision> {
+        let decision = match (&target.key, target.policy) {
+            (BudgetKey::Ip(ip), PolicyRef::Anonymous) => {
+                let limited = self.anonymous.as_ref()?;
+                self.note_full(&limited.local);
+                limited.local.decide(ip)
+            }
+            (BudgetKey::Principal(id), which) => {
+                let limited = match which {
+                    PolicyRef::Principal => self.principal.as_ref()?,
+                    PolicyRef::Rule(i) => &self.rules.get(i)?.limited,
+                    PolicyRef::Override(i) => &self.overrides.get(i)?.limited,
+                    PolicyRef::Anonymous => return None,
+                };
+                self.note_full(&limited.local);
+                limited.local.decide(id)
+            }
+            (BudgetKey::Ip(_), _) => return None,
+        };
+        Some(decision)
+    }
+
+    fn note_full<K: std::hash::Hash + Eq + Clone>(&self, local: &LocalLimiter<K>) {
+        if local.is_full() {
+            self.sweep_now.notify_one();
+        }
+    }
+
+    /// Decides one request: in Redis when configured (applying `on_error` when it fails),
+    /// in memory otherwise. `None`: the target names no policy (not limited).
+    pub async fn decide(&self, target: &Target) -> Option<Outcome> {
+        let policy = self.policy(target.policy)?.clone();
+        let outcome = match &self.shared {
+            None => Outcome::Decided {
+                decision: self.decide_local(target)?,
+                policy,
+            },
+            Some(shared) => {
+                let redis_key = format!("{}{}:{}", shared.prefix, policy.name, target.key);
+                match shared
+                    .store
+                    .decide(&redis_key, policy.rate.interval(), policy.burst)
+                    .await
+                {
+                    Ok(decision) => Outcome::Decided { policy, decision },
+                    Err(error) => self.fall_back(shared, target, policy, error)?,
+                }
+            }
+        };
+        let decision = match &outcome {
+            Outcome::Decided { decision, .. } if decision.allowed => "allow",
+            Outcome::Decided { .. } => "deny",
+            Outcome::AllowedBlind { .. } => "allow",
+            Outcome::Unavailable { .. } => "deny",
+        };
+        let policy_name = match &outcome {
+            Outcome::Decided { policy, .. }
+            | Outcome::AllowedBlind { policy }
+            | Outcome::Unavailable { policy, .. } => policy.name.to_string(),
+        };
+        self.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                policy: policy_name,
+                decision,
+            })
+            .inc();
+        Some(outcome)
+    }
+
+    fn fall_back(
+        &self,
+        shared: &Shared,
+        target: &Target,
+        policy: Policy,
+        error: redis::StoreError,
+    ) -> Option<Outcome> {
+        self.metrics
+            .fallbacks
+            .get_or_create(&FallbackLabels {
+                on_error: shared.on_error.as_str(),
+            })
+            .inc();
+        let now_ms = u64::try_from(shared.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = shared.last_warning.load(Ordering::Relaxed);
+        if (last == 0 || now_ms.saturating_sub(last) >= 10_000)
+            && shared
+                .last_warning
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                %error,
+                on_error = shared.on_error.as_str(),
+                "rate-limit store failed; applying on_error (logged at most every 10 s)"
+            );
+        }
+        Some(match shared.on_error {
+            OnError::Local => Outcome::Decided {
+                decision: self.decide_local(target)?,
+                policy,
+            },
+            OnError::Allow => Outcome::AllowedBlind { policy },
+            OnError::Deny => Outcome::Unavailable {
+                policy,
+                reason: error.to_string(),
+            },
+        })
+    }
+
+    /// Sweeps every local budget; returns the keys left in all policies.
+    pub fn sweep(&self) -> usize {
+        let mut left = 0;
+        let mut record = |policy: &Policy, keys: usize, overflowed: u64| {
+            let labels = PolicyLabels {
+                policy: policy.name.to_string(),
+            };
+            self.metrics.keys.get_or_create(&labels).set(keys as i64);
+            if overflowed > 0 {
+                self.metrics
+                    .overflowed
+                    .get_or_create(&labels)
+                    .inc_by(overflowed);
+            }
+            left += keys;
+        };
+        if let Some(l) = &self.anonymous {
+            let keys = l.local.sweep();
+            record(&l.policy, keys, l.local.take_overflowed());
+        }
+        let principal_like = self
+            .principal
+            .iter()
+            .chain(self.rules.iter().map(|r| &r.limited))
+            .chain(self.overrides.iter().map(|o| &o.limited));
+        for l in principal_like {
+            let keys = l.local.sweep();
+            record(&l.policy, keys, l.local.take_overflowed());
+        }
+        left
+    }
+
+    /// Sweeps every `sweep_interval` (and when a policy fills up) until `shutdown` completes.
+    pub async fn run_sweeper(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.sweep_interval) => {}
+                () = self.sweep_now.notified() => {}
+                () = &mut shutdown => return,
+            }
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.sweep()).await;
+        }
+    }
+
+    /// Whether decisions go to Redis.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+}
