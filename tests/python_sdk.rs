@@ -96,3 +96,33 @@ async fn sdk_activates_a_standby_pipeline_and_sees_name_errors_through_the_gatew
         "the bad name never reached the manager: {seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_backs_off_on_429_and_then_succeeds() {
+    if !sdk_available() {
+        return;
+    }
+    let upstream = standin("a").await;
+    let gw = gateway(&config_for(
+        &upstream.url(),
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[rate_limit]\nprincipal = { rate = \"1/s\", burst = 1 }\n",
+    ))
+    .await;
+    let url = gw.url();
+    tokio::task::spawn_blocking(move || run_sdk(&url, None, "backs_off_on_429_and_then_succeeds"))
+        .await
+        .expect("SDK run");
+    let admin = gw.admin_addr().expect("admin listener");
+    let metrics = get(&format!("http://{admin}/metrics")).await.text();
+    let rejected: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("pipeline_gateway_requests_total") && l.contains("status=\"429\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        rejected >= 2,
+        "the SDK met 429s and retried: {rejected}\n{metrics}"
+    );
+}

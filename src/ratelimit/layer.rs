@@ -88,7 +88,7 @@ pub struct RateLimit<S> {
 }
 
 fn target(limits: &RateLimits, stage: Stage, request: &Request) -> Option<Target> {
-    let peer = request.extensions().get::<ClientAddr>().map(|c| c.0);
+    let peer = request.extensions().get::<ClientAddr>().map(|c| c.addr);
     match stage {
         Stage::ClientIp => limits.client_ip_target(peer?, request.headers()),
         Stage::Principal => {
@@ -194,7 +194,7 @@ mod tests {
             request.extensions_mut().insert(principal);
         }
         let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();
-        request.extensions_mut().insert(ClientAddr(peer));
+        request.extensions_mut().insert(ClientAddr::new(peer));
         request
     }
 
