@@ -22,7 +22,6 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap};
 use http::StatusCode;
-use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
@@ -173,13 +172,6 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
         }
         to.append(name.clone(), value.clone());
     }
-}
-
-/// Whether a body could still be judged (for tests and size hints).
-pub fn is_small(body: &Incoming) -> bool {
-    body.size_hint()
-        .upper()
-        .is_some_and(|n| n as usize <= MAX_ERROR_BODY)
 }
 
 /// Boxes an upstream body untouched.
