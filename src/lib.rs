@@ -38,6 +38,7 @@ use crate::telemetry::Metrics;
 pub struct Gateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    authenticator: Arc<Authenticator>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -58,7 +59,7 @@ impl Gateway {
         if !problems.is_empty() {
             return Err(config::ConfigError::Invalid(problems).into());
         }
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
         let upstreams = config
             .upstreams
             .iter()
@@ -67,12 +68,16 @@ impl Gateway {
             .map_err(|e| anyhow::anyhow!(e))?;
         let table =
             RouteTable::build(&config).map_err(|p| config::ConfigError::Invalid(p.into_vec()))?;
-        let authenticator = Arc::new(Authenticator::new(&config.auth));
+        // Auth registers its counters (signature verifications, failures) before the registry
+        // is shared.
+        let authenticator = Arc::new(
+            Authenticator::new(&config.auth, metrics.registry_mut()).map_err(anyhow::Error::msg)?,
+        );
         let metrics = Arc::new(metrics);
         let service = stack::build(stack::StackParts {
             server: config.server.clone(),
             metrics: metrics.clone(),
-            authenticator,
+            authenticator: authenticator.clone(),
             select_upstream: SelectUpstream::new(table, upstreams),
         });
 
@@ -88,13 +93,22 @@ impl Gateway {
                 .await
                 .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?;
             admin_addr = Some(admin_listener.local_addr()?);
+            let auth_ready = authenticator.clone();
+            let checks: Vec<server::admin::ReadinessCheck> =
+                vec![Arc::new(move || auth_ready.readiness())];
             tasks.push(tokio::spawn(server::admin::serve(
                 admin_listener,
                 metrics.clone(),
-                Vec::new(),
+                checks,
                 wait_for(signal.clone()),
             )));
         }
+        // Key-set refreshes and API-key file reloads, until shutdown.
+        tasks.push(tokio::spawn(
+            authenticator
+                .clone()
+                .run_background(wait_for(signal.clone())),
+        ));
         tasks.push(tokio::spawn(server::serve(
             listener,
             service,
@@ -105,6 +119,7 @@ impl Gateway {
         Ok(Gateway {
             local_addr,
             admin_addr,
+            authenticator,
             shutdown,
             tasks,
         })
@@ -117,6 +132,11 @@ impl Gateway {
     /// `http://ADDR` of the client-facing listener.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
+    }
+
+    /// The authenticator (signature-verification counter, readiness), for tests.
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.authenticator
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
