@@ -1,0 +1,3 @@
+//! Helpers shared by the black-box tests.
+
+pub mod keys;
