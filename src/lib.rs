@@ -39,6 +39,7 @@ use crate::telemetry::Metrics;
 pub struct Gateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    authenticator: Arc<Authenticator>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -76,12 +77,16 @@ impl Gateway {
             .map_err(|e| anyhow::anyhow!(e))?;
         let table =
             RouteTable::build(&config).map_err(|p| config::ConfigError::Invalid(p.into_vec()))?;
-        let authenticator = Arc::new(Authenticator::new(&config.auth));
+        // Auth registers its counters (signature verifications, failures) before the registry
+        // is shared.
+        let authenticator = Arc::new(
+            Authenticator::new(&config.auth, metrics.registry_mut()).map_err(anyhow::Error::msg)?,
+        );
         let metrics = Arc::new(metrics);
         let service = stack::build(stack::StackParts {
             server: config.server.clone(),
             metrics: metrics.clone(),
-            authenticator,
+            authenticator: authenticator.clone(),
             select_upstream: SelectUpstream::new(table, upstreams),
             rate_limits: rate_limits.clone(),
         });
@@ -98,10 +103,13 @@ impl Gateway {
                 .await
                 .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?;
             admin_addr = Some(admin_listener.local_addr()?);
+            let auth_ready = authenticator.clone();
+            let checks: Vec<server::admin::ReadinessCheck> =
+                vec![Arc::new(move || auth_ready.readiness())];
             tasks.push(tokio::spawn(server::admin::serve(
                 admin_listener,
                 metrics.clone(),
-                Vec::new(),
+                checks,
                 wait_for(signal.clone()),
             )));
         }
@@ -111,6 +119,12 @@ impl Gateway {
                 rate_limits.run_sweeper(wait_for(signal.clone())),
             ));
         }
+        // Key-set refreshes and API-key file reloads, until shutdown.
+        tasks.push(tokio::spawn(
+            authenticator
+                .clone()
+                .run_background(wait_for(signal.clone())),
+        ));
         tasks.push(tokio::spawn(server::serve(
             listener,
             service,
@@ -121,6 +135,7 @@ impl Gateway {
         Ok(Gateway {
             local_addr,
             admin_addr,
+            authenticator,
             shutdown,
             tasks,
         })
@@ -133,6 +148,11 @@ impl Gateway {
     /// `http://ADDR` of the client-facing listener.
     pub fn url(&self) -> String {
         format!("http://{}", self.local_addr)
+    }
+
+    /// The authenticator (signature-verification counter, readiness), for tests.
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.authenticator
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {

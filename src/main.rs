@@ -1,4 +1,4 @@
-//! The `pipeline-gateway` command line: run, check-config, stand-in, demo.
+//! The `pipeline-gateway` command line: run, check-config, apikey new|hash, stand-in, demo.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,54 @@ enum Command {
     StandIn(StandinArgs),
     /// The stand-in manager and the gateway on loopback, with curl commands to try.
     Demo,
+    /// Make or hash Feldera API keys.
+    Apikey {
+        #[command(subcommand)]
+        action: ApikeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Print a fresh key and the `[[auth.api_keys]]` entry that accepts it.
+    New {
+        /// The key's name (`key:<name>` in logs and rate limits).
+        #[arg(long, default_value = "gateway")]
+        name: String,
+        /// read, write, admin or owner.
+        #[arg(long, default_value = "read", value_parser = ["read", "write", "admin", "owner"])]
+        role: String,
+        /// The one tenant the key acts in.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Read a key on standard input and print its stored form (base64 of SHA-256).
+    Hash,
+}
+
+fn apikey(action: ApikeyCommand) -> ExitCode {
+    use pipeline_gateway::auth::{cli, Role};
+    match action {
+        ApikeyCommand::New { name, role, tenant } => {
+            let role = Role::parse(&role).unwrap_or(Role::Read);
+            let (key, entry) = cli::new_key(&name, role, tenant.as_deref());
+            println!("{key}\n\n{entry}");
+            ExitCode::SUCCESS
+        }
+        ApikeyCommand::Hash => match cli::hash_input(&mut std::io::stdin().lock()) {
+            Ok((hash, warning)) => {
+                if let Some(warning) = warning {
+                    eprintln!("{warning}");
+                }
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("pipeline-gateway: {message}");
+                ExitCode::FAILURE
+            }
+        },
+    }
 }
 
 fn init_logging(format: &str) {
@@ -114,6 +162,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    let command = match command {
+        Command::Apikey { action } => return apikey(action),
+        other => other,
+    };
     init_logging(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,7 +179,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
-            Command::Run | Command::CheckConfig => {
+            Command::Run | Command::CheckConfig | Command::Apikey { .. } => {
                 let config = load(cli.config.as_ref()).map_err(anyhow::Error::msg)?;
                 serve(config).await
             }

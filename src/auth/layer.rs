@@ -1,47 +1,257 @@
-//! The auth slot of the stack: turns the request's credential into a [`Principal`] and checks
-//! the endpoint's minimum role.
+//! The auth slot of the stack: [`Authenticator`] turns the request's credential into a
+//! [`Principal`] and checks it against the endpoint; [`AuthLayer`] puts it in the stack.
 //!
-//! With `[auth] mode = "off"` every request is the anonymous principal with the `owner` role
-//! and the tenant the client names in `Feldera-Tenant` (nothing is verified, so nothing is
-//! enforced). With authentication on, public endpoints pass without a principal and every
-//! other request needs a valid credential.
+//! Per request, in order:
+//! 1. Client-sent copies of every `[auth] claim_headers` header are removed (always, in every
+//!    mode, on every path).
+//! 2. `[auth] mode = "off"`: the anonymous principal with the `owner` role and the tenant the
+//!    client names in `Feldera-Tenant`; unclassified paths pass. Nothing else happens.
+//! 3. Public paths pass without reading any credential.
+//! 4. The credential (`Authorization: Bearer …`, or the WebSocket subprotocol) is required
+//!    (`missing_credentials`); `apikey:…` goes to the key store, anything else is a JWT: the
+//!    verified-token cache first, then full verification. An unknown `kid` (or no key set
+//!    yet) waits for one shared, rate-limited refetch and is verified once more; only that path
+//!    is asynchronous — every other request is decided without awaiting.
+//! 5. The requested tenant must be the principal's (403 `NotATenantMember`), then the role
+//!    must reach the endpoint's minimum (403 `InsufficientPermissions`).
+//! 6. The principal goes into the request extensions (and the access log), and the verified
+//!    claim headers into the request.
+//!
+//! Every failure is an [`AuthError`], rendered by its one conversion in `error.rs`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
-use http::StatusCode;
-use serde_json::json;
+use futures_util::FutureExt as _;
+use http::HeaderName;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
 
-use crate::body::{Request, Response};
+use crate::body::{Request, Response, ResponseFuture};
 use crate::config::auth::{AuthConfig, AuthMode};
 use crate::errors::GatewayError;
 use crate::proxy::headers::FELDERA_TENANT;
 use crate::routing::{Access, Classified};
 use crate::telemetry::RequestLog;
 
-use super::{Credential, Principal, Role};
+use super::apikey::{self, ApiKeyStore};
+use super::authorize::{authorize, select_tenant, Requirement, RoutePolicy};
+use super::cache::{token_key, TokenCache};
+use super::clock::{Clock, SystemClock};
+use super::credential;
+use super::jwt::{JwtVerifier, Outcome, MAX_TOKEN_BYTES};
+use super::{AuthError, Credential, Identity, Principal, Reason, Role};
 
-/// Authenticates requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    reason: &'static str,
+}
+
+/// Authenticates and authorizes requests.
 #[derive(Debug)]
 pub struct Authenticator {
     mode: AuthMode,
+    policy: RoutePolicy,
+    api_keys: ApiKeyStore,
+    api_keys_reload: Duration,
+    jwt: JwtVerifier,
+    cache: TokenCache,
+    clock: Arc<dyn Clock>,
+    claim_header_names: Vec<HeaderName>,
+    verifications: Counter,
+    failures: Family<FailureLabels, Counter>,
+}
+
+/// How far the synchronous part of authentication got.
+enum Step {
+    Ready(Arc<Identity>),
+    /// A JWT's key set must be refetched first.
+    NeedKeys {
+        provider: usize,
+        generation: u64,
+    },
+}
+
+/// What the layer does with a request after the synchronous part.
+enum Begin {
+    /// Forward (the request carries its principal, if any).
+    Pass,
+    Fail(AuthError),
+    /// Refetch the key set, then finish.
+    Refetch {
+        provider: usize,
+        generation: u64,
+        token: String,
+        requirement: Requirement,
+        tenants: Vec<String>,
+    },
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> Authenticator {
-        Authenticator { mode: config.mode }
+    /// Builds the authenticator from a checked configuration and registers its metrics.
+    pub fn new(config: &AuthConfig, registry: &mut Registry) -> Result<Authenticator, String> {
+        let authenticator = Authenticator::with_clock(config, Arc::new(SystemClock))?;
+        registry.register(
+            "auth_signature_verifications",
+            "JWT signature verifications performed (cache hits and early rejections excluded)",
+            authenticator.verifications.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused with 401, by reason",
+            authenticator.failures.clone(),
+        );
+        Ok(authenticator)
     }
 
-    fn authenticate(&self, request: &Request) -> Result<Option<Principal>, GatewayError> {
+    /// Builds the authenticator with a given clock (tests and benchmarks).
+    pub fn with_clock(config: &AuthConfig, clock: Arc<dyn Clock>) -> Result<Authenticator, String> {
+        let verifications = Counter::default();
+        let jwt = JwtVerifier::new(config, clock.clone(), verifications.clone())?;
+        let authenticator = Authenticator {
+            mode: config.mode,
+            policy: RoutePolicy::new(config)?,
+            api_keys: ApiKeyStore::new(config)?,
+            api_keys_reload: config.api_keys_reload,
+            jwt,
+            cache: TokenCache::new(config.token_cache_size, config.token_cache_ttl),
+            clock,
+            claim_header_names: config
+                .claim_headers
+                .values()
+                .filter_map(|h| HeaderName::try_from(h.as_str()).ok())
+                .collect(),
+            verifications,
+            failures: Family::default(),
+        };
+        if authenticator.mode == AuthMode::On
+            && authenticator.api_keys.is_empty()
+            && config.api_keys_file.is_none()
+            && config.jwt.is_empty()
+        {
+            tracing::warn!("[auth] is on but has no API keys and no JWT issuers: every non-public request will get 401");
+        }
+        Ok(authenticator)
+    }
+
+    /// Signature verifications actually performed so far.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.get()
+    }
+
+    /// Key-set fetches attempted so far, over all issuers.
+    pub fn jwks_fetches(&self) -> u64 {
+        self.jwt.providers().iter().map(|p| p.jwks.fetches()).sum()
+    }
+
+    /// `Err` while some issuer has never had a key set loaded.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.mode == AuthMode::Off {
+            return Ok(());
+        }
+        let missing: Vec<String> = self
+            .jwt
+            .providers()
+            .iter()
+            .filter(|p| p.jwks.keys().is_none())
+            .map(|p| format!("auth: no key set loaded yet for issuer {}", p.jwks.issuer()))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join("\n"))
+        }
+    }
+
+    /// Verifies a bearer token (a JWT or `apikey:…`), refetching keys if needed.
+    pub async fn verify_bearer(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
+        let result = match self.step(token, true) {
+            Ok(Step::Ready(identity)) => Ok(identity),
+            Ok(Step::NeedKeys {
+                provider,
+                generation,
+            }) => self.after_refetch(provider, generation, token).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = &result {
+            self.record(error);
+        }
+        result
+    }
+
+    async fn after_refetch(
+        &self,
+        provider: usize,
+        generation: u64,
+        token: &str,
+    ) -> Result<Arc<Identity>, AuthError> {
+        if let Some(provider) = self.jwt.providers().get(provider) {
+            provider.jwks.refetch(generation).await;
+        }
+        match self.step(token, false)? {
+            Step::Ready(identity) => Ok(identity),
+            Step::NeedKeys { .. } => Err(Reason::UnknownKey.into()),
+        }
+    }
+
+    /// The synchronous part of verifying a bearer token.
+    fn step(&self, token: &str, may_refetch: bool) -> Result<Step, AuthError> {
+        if token.starts_with(apikey::PREFIX) {
+            let identity = self.api_keys.verify(token, self.clock.now())?;
+            return Ok(Step::Ready(Arc::new(identity)));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(Reason::CredentialsTooLarge.into());
+        }
+        let key = token_key(token);
+        let now = self.clock.unix_seconds();
+        if let Some(identity) = self.cache.get(&key, now) {
+            return Ok(Step::Ready(identity));
+        }
+        match self.jwt.verify(token, now, may_refetch)? {
+            Outcome::Verified { identity, exp } => {
+                let identity = Arc::new(identity);
+                self.cache.insert(key, identity.clone(), exp, now);
+                Ok(Step::Ready(identity))
+            }
+            Outcome::NeedKeys {
+                provider,
+                generation,
+            } => Ok(Step::NeedKeys {
+                provider,
+                generation,
+            }),
+        }
+    }
+
+    fn record(&self, error: &AuthError) {
+        if let Some(reason) = error.reason() {
+            self.failures
+                .get_or_create(&FailureLabels {
+                    reason: reason.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    /// Everything that can be decided without awaiting.
+    fn begin(&self, request: &mut Request) -> Begin {
+        for name in &self.claim_header_names {
+            request.headers_mut().remove(name);
+        }
         let access = request
             .extensions()
             .get::<Classified>()
             .map_or(Access::Unclassified, |c| c.endpoint.access);
-        match (self.mode, access) {
-            (AuthMode::Off, _) => Ok(Some(Principal {
+        if self.mode == AuthMode::Off {
+            let principal = Principal {
                 id: Arc::from("anonymous"),
                 credential: Credential::Anonymous,
                 role: Role::Owner,
@@ -50,16 +260,129 @@ impl Authenticator {
                     .get(FELDERA_TENANT)
                     .and_then(|v| v.to_str().ok())
                     .map(Arc::from),
-            })),
-            (AuthMode::On, Access::Public) => Ok(None),
-            (AuthMode::On, _) => Err(GatewayError::new(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationFailed",
-                "No credentials were provided",
-            )
-            .with_details(json!({ "reason": "missing_credentials" }))),
+            };
+            insert_principal(request, principal);
+            return Begin::Pass;
+        }
+        let requirement = self
+            .policy
+            .requirement(request.method(), request.uri().path(), access);
+        if requirement == Requirement::Public {
+            return Begin::Pass;
+        }
+        let presented = match credential::bearer(request.headers()) {
+            Ok(Some(presented)) => presented,
+            Ok(None) => return self.fail(Reason::MissingCredentials.into()),
+            Err(reason) => return self.fail(reason.into()),
+        };
+        let tenants = match credential::requested_tenants(request.headers()) {
+            Ok(tenants) => tenants,
+            Err(reason) => return self.fail(reason.into()),
+        };
+        match self.step(&presented.token, true) {
+            Ok(Step::Ready(identity)) => {
+                match self.finish(request, &identity, requirement, &tenants) {
+                    Ok(()) => Begin::Pass,
+                    Err(error) => Begin::Fail(error),
+                }
+            }
+            Ok(Step::NeedKeys {
+                provider,
+                generation,
+            }) => Begin::Refetch {
+                provider,
+                generation,
+                token: presented.token,
+                requirement,
+                tenants,
+            },
+            Err(error) => self.fail(error),
         }
     }
+
+    fn fail(&self, error: AuthError) -> Begin {
+        self.record(&error);
+        Begin::Fail(error)
+    }
+
+    /// Tenant, role, and what the request carries on.
+    fn finish(
+        &self,
+        request: &mut Request,
+        identity: &Identity,
+        requirement: Requirement,
+        tenants: &[String],
+    ) -> Result<(), AuthError> {
+        let requested: Vec<&str> = tenants.iter().map(String::as_str).collect();
+        let principal = select_tenant(identity, &requested)?;
+        authorize(&principal, requirement)?;
+        for (name, value) in &identity.claim_headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        insert_principal(request, principal);
+        Ok(())
+    }
+
+    /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace) and
+    /// re-reading `api_keys_file` when it changes.
+    pub async fn run_background(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let providers = self.jwt.providers();
+        if self.mode == AuthMode::Off {
+            return;
+        }
+        tokio::pin!(shutdown);
+        let start = Instant::now();
+        // A file-based set was loaded at start; others are fetched at once.
+        let mut due: Vec<Instant> = providers
+            .iter()
+            .map(|p| {
+                if p.jwks.keys().is_some() {
+                    start + p.jwks.refresh_interval()
+                } else {
+                    start
+                }
+            })
+            .collect();
+        let mut keys_due = start + self.api_keys_reload;
+        loop {
+            let next = due.iter().copied().min().unwrap_or(keys_due).min(keys_due);
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep_until(next.into()) => {}
+            }
+            let now = Instant::now();
+            for (provider, due) in providers.iter().zip(due.iter_mut()) {
+                if *due <= now {
+                    let wait = tokio::select! {
+                        () = &mut shutdown => return,
+                        wait = provider.jwks.refresh() => wait,
+                    };
+                    *due = Instant::now() + wait;
+                }
+            }
+            if keys_due <= now {
+                match self.api_keys.reload_if_changed() {
+                    Ok(true) => tracing::info!(keys = self.api_keys.len(), "API keys reloaded"),
+                    Ok(false) => {}
+                    Err(reason) => {
+                        tracing::warn!(%reason, "API keys file not reloaded; keeping the previous keys")
+                    }
+                }
+                keys_due = Instant::now() + self.api_keys_reload;
+            }
+        }
+    }
+}
+
+fn insert_principal(request: &mut Request, principal: Principal) {
+    if let Some(log) = request.extensions().get::<RequestLog>() {
+        log.set_principal(principal.id.clone());
+    }
+    request.extensions_mut().insert(principal);
+}
+
+fn reject(error: AuthError) -> Response {
+    GatewayError::from(error).into_response()
 }
 
 /// The auth slot.
@@ -84,6 +407,7 @@ impl<S> Layer<S> for AuthLayer {
     }
 }
 
+/// The service of [`AuthLayer`].
 #[derive(Clone)]
 pub struct Auth<S> {
     authenticator: Arc<Authenticator>,
@@ -92,28 +416,56 @@ pub struct Auth<S> {
 
 impl<S> Service<Request> for Auth<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<std::future::Ready<Result<Response, Infallible>>, S::Future>;
+    type Future =
+        Either<std::future::Ready<Result<Response, Infallible>>, Either<S::Future, ResponseFuture>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        match self.authenticator.authenticate(&request) {
-            Ok(principal) => {
-                if let Some(principal) = principal {
-                    if let Some(log) = request.extensions().get::<RequestLog>() {
-                        log.set_principal(principal.id.clone());
+        match self.authenticator.begin(&mut request) {
+            Begin::Pass => Either::Right(Either::Left(self.inner.call(request))),
+            Begin::Fail(error) => Either::Left(std::future::ready(Ok(reject(error)))),
+            Begin::Refetch {
+                provider,
+                generation,
+                token,
+                requirement,
+                tenants,
+            } => {
+                let authenticator = self.authenticator.clone();
+                // Every layer of the stack is always ready, so a clone may be called later.
+                let mut inner = self.inner.clone();
+                let authenticated = async move {
+                    let outcome = authenticator
+                        .after_refetch(provider, generation, &token)
+                        .await
+                        .and_then(|identity| {
+                            authenticator.finish(&mut request, &identity, requirement, &tenants)
+                        });
+                    match outcome {
+                        Ok(()) => Ok(request),
+                        Err(error) => {
+                            authenticator.record(&error);
+                            Err(reject(error))
+                        }
                     }
-                    request.extensions_mut().insert(principal);
-                }
-                Either::Right(self.inner.call(request))
+                };
+                // A combinator rather than awaiting `inner` in the async block: rustc cannot
+                // prove such a block `Send` for a generic `S::Future`.
+                Either::Right(Either::Right(Box::pin(authenticated.then(
+                    move |outcome| match outcome {
+                        Ok(request) => Either::Left(inner.call(request)),
+                        Err(response) => Either::Right(std::future::ready(Ok(response))),
+                    },
+                ))))
             }
-            Err(error) => Either::Left(std::future::ready(Ok(error.into_response()))),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! are removed, except `Connection: upgrade` and `Upgrade` on a WebSocket upgrade;
 //! `X-Forwarded-For/-Proto/-Host` are set from what the gateway saw, overwriting what the
 //! client sent (the manager reads none of them, but its neighbours may); `Host` is dropped so
-//! the client sets the endpoint's; `Authorization` follows the upstream's `credentials` mode;
+//! the client sets the endpoint's; `Authorization` follows the upstream's `credentials` mode
+//! (with `strip` and `replace`, a WebSocket's `feldera-bearer.*` subprotocol entry — the same
+//! credential in another header — is removed too);
 //! `Feldera-Tenant` is the verified principal's tenant, never the client's unchecked copy.
 //! Back toward the client: hop-by-hop headers of the upstream's response are removed (except
 //! on a 101).
@@ -120,15 +122,19 @@ pub fn rewrite_request(headers: &mut HeaderMap, pool: &UpstreamPool, forwarded: 
         CredentialsMode::Pass => {}
         CredentialsMode::Strip => {
             headers.remove(header::AUTHORIZATION);
+            strip_websocket_bearer(headers);
         }
-        CredentialsMode::Replace => match &pool.replacement_authorization {
-            Some(value) => {
-                headers.insert(header::AUTHORIZATION, value.clone());
+        CredentialsMode::Replace => {
+            match &pool.replacement_authorization {
+                Some(value) => {
+                    headers.insert(header::AUTHORIZATION, value.clone());
+                }
+                None => {
+                    headers.remove(header::AUTHORIZATION);
+                }
             }
-            None => {
-                headers.remove(header::AUTHORIZATION);
-            }
-        },
+            strip_websocket_bearer(headers);
+        }
     }
     if let Some(principal) = forwarded.principal {
         match principal
@@ -139,6 +145,29 @@ pub fn rewrite_request(headers: &mut HeaderMap, pool: &UpstreamPool, forwarded: 
             Some(tenant) => headers.insert(FELDERA_TENANT, tenant),
             None => headers.remove(FELDERA_TENANT),
         };
+    }
+}
+
+/// Removes `feldera-bearer.*` entries from `Sec-WebSocket-Protocol` (the header goes when
+/// nothing else is left in it).
+fn strip_websocket_bearer(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && !p.starts_with("feldera-bearer."))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if let Ok(value) = HeaderValue::try_from(kept.join(", ")) {
+        if !kept.is_empty() {
+            headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
+        }
     }
 }
 
@@ -163,6 +192,27 @@ mod tests {
         assert!(h.get("keep-alive").is_none());
         assert!(h.get(header::TE).is_none());
         assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn websocket_bearer_entries_are_removed_and_the_rest_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("feldera-ws-v1, feldera-bearer.dG9r, feldera-tenant.YQ"),
+        );
+        strip_websocket_bearer(&mut h);
+        assert_eq!(
+            h[header::SEC_WEBSOCKET_PROTOCOL],
+            "feldera-ws-v1, feldera-tenant.YQ"
+        );
+        let mut only = HeaderMap::new();
+        only.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("feldera-bearer.dG9r"),
+        );
+        strip_websocket_bearer(&mut only);
+        assert!(only.get(header::SEC_WEBSOCKET_PROTOCOL).is_none());
     }
 
     #[test]

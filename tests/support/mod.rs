@@ -1,9 +1,12 @@
-//! Helpers of the black-box rate-limit tests: a tiny upstream answering 200, a real
-//! `redis-server` on a free port, gateways in this process or as child processes.
+//! Helpers of the black-box auth and rate-limit tests: test keys and tokens ([`keys`]), a
+//! tiny upstream answering 200, a real `redis-server` on a free port, gateways in this process
+//! or as child processes.
 //!
 //! `redis-server` missing is a failure, not a skip: CI must install it.
 
 #![allow(dead_code)]
+
+pub mod keys;
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};

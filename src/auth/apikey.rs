@@ -1,0 +1,300 @@
+//! Feldera API keys: `Bearer apikey:<128 ASCII alphanumerics>`.
+//!
+//! Keys are stored the manager's way — base64 (standard, padded) of SHA-256 of the full key
+//! string, `apikey:` included — so a key can be carried over from Feldera, and the gateway
+//! never holds a key itself. A presented key is hashed, looked up by its hash, and the stored
+//! hash compared again in constant time (`subtle`). Keys come from `[[auth.api_keys]]` and
+//! from `api_keys_file`, which [`ApiKeyStore::reload_if_changed`] re-reads when its modification
+//! time or size changes; a file that no longer parses or checks is ignored (the previous keys
+//! stay) and the problem is logged.
+//!
+//! Edge cases: a bearer token that starts with `apikey:` but is not 135 characters of the
+//! right alphabet is `malformed_credentials` (it is never looked up); an unknown key is
+//! `invalid_api_key`; a key past its `expires` is `expired_api_key`. A key in both the inline
+//! list and the file is taken from the inline list. Nothing here logs a key or its hash.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::auth::{
+    check_api_keys, decode_key_hash, read_api_keys_file, ApiKeyConfig, AuthConfig,
+};
+use crate::config::Problems;
+
+use super::{AuthError, Identity, Principal, Reason, Role};
+
+/// What every Feldera API key starts with.
+pub const PREFIX: &str = "apikey:";
+/// Alphanumerics after the prefix.
+pub const KEY_CHARS: usize = 128;
+
+/// SHA-256 of the full key string.
+pub fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The stored form of a key: base64 (standard, padded) of its SHA-256.
+pub fn hash(key: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(digest(key))
+}
+
+/// A fresh key from the operating system's CSPRNG.
+pub fn generate() -> String {
+    let mut key = String::with_capacity(PREFIX.len() + KEY_CHARS);
+    key.push_str(PREFIX);
+    Alphanumeric.append_string(&mut rand::rng(), &mut key, KEY_CHARS);
+    key
+}
+
+/// Whether `key` has Feldera's shape: `apikey:` and 128 ASCII alphanumerics.
+pub fn is_well_formed(key: &str) -> bool {
+    key.strip_prefix(PREFIX).is_some_and(|rest| {
+        rest.len() == KEY_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
+/// One configured key.
+#[derive(Debug, Clone)]
+struct ApiKey {
+    name: Arc<str>,
+    hash: [u8; 32],
+    role: Role,
+    tenant: Option<Arc<str>>,
+    expires: Option<SystemTime>,
+}
+
+impl ApiKey {
+    fn from_config(config: &ApiKeyConfig) -> Result<ApiKey, String> {
+        Ok(ApiKey {
+            name: config.name.as_str().into(),
+            hash: decode_key_hash(&config.sha256)?,
+            role: Role::parse(&config.role)
+                .ok_or_else(|| format!("unknown role {}", config.role))?,
+            tenant: config.tenant.as_deref().map(Arc::from),
+            expires: config.expires,
+        })
+    }
+}
+
+type Table = HashMap<[u8; 32], ApiKey>;
+
+/// The keys the gateway accepts.
+#[derive(Debug)]
+pub struct ApiKeyStore {
+    inline: Vec<ApiKey>,
+    file: Option<PathBuf>,
+    /// Modification time and size of the file as last read.
+    stamp: Mutex<Option<(SystemTime, u64)>>,
+    table: RwLock<Arc<Table>>,
+}
+
+impl ApiKeyStore {
+    /// Builds the store from a checked configuration (reads `api_keys_file`).
+    pub fn new(config: &AuthConfig) -> Result<ApiKeyStore, String> {
+        let inline = config
+            .api_keys
+            .iter()
+            .map(ApiKey::from_config)
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = ApiKeyStore {
+            table: RwLock::new(Arc::new(Self::table(&inline, &[]))),
+            inline,
+            file: config.api_keys_file.clone(),
+            stamp: Mutex::new(None),
+        };
+        store.reload_if_changed()?;
+        Ok(store)
+    }
+
+    fn table(inline: &[ApiKey], from_file: &[ApiKey]) -> Table {
+        let mut table = Table::new();
+        for key in from_file.iter().chain(inline) {
+            table.insert(key.hash, key.clone());
+        }
+        table
+    }
+
+    /// Number of keys accepted now.
+    pub fn len(&self) -> usize {
+        self.current().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn current(&self) -> Arc<Table> {
+        match self.table.read() {
+            Ok(table) => table.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads `api_keys_file` if it changed; `Ok(true)` when the keys were replaced.
+    /// On error the previous keys stay.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let Some(path) = &self.file else {
+            return Ok(false);
+        };
+        let metadata =
+            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let stamp = (
+            metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            metadata.len(),
+        );
+        let mut last = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == Some(stamp) {
+            return Ok(false);
+        }
+        let file = read_api_keys_file(path)?;
+        let mut problems = Problems::default();
+        check_api_keys("api_keys", &file.api_keys, &mut problems);
+        if !problems.is_empty() {
+            let lines: Vec<String> = problems.into_vec().iter().map(|p| p.to_string()).collect();
+            return Err(format!("{}: {}", path.display(), lines.join("; ")));
+        }
+        let from_file = file
+            .api_keys
+            .iter()
+            .map(ApiKey::from_config)
+            .collect::<Result<Vec<_>, _>>()?;
+        let table = Arc::new(Self::table(&self.inline, &from_file));
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        *last = Some(stamp);
+        Ok(true)
+    }
+
+    /// Checks a presented `apikey:…` string.
+    pub fn verify(&self, key: &str, now: SystemTime) -> Result<Identity, AuthError> {
+        if !is_well_formed(key) {
+            return Err(Reason::MalformedCredentials.into());
+        }
+        let presented = digest(key);
+        let table = self.current();
+        let entry = table
+            .get(&presented)
+            .filter(|entry| bool::from(entry.hash.ct_eq(&presented)))
+            .ok_or(AuthError::Failed(Reason::InvalidApiKey))?;
+        if entry.expires.is_some_and(|expires| now >= expires) {
+            return Err(Reason::ExpiredApiKey.into());
+        }
+        Ok(Identity {
+            principal: Principal::api_key(&entry.name, entry.role, None),
+            tenants: entry.tenant.iter().cloned().collect(),
+            claim_headers: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn config(keys: &[(&str, &str, &str, Option<SystemTime>)]) -> AuthConfig {
+        AuthConfig {
+            api_keys: keys
+                .iter()
+                .map(|(name, key, role, expires)| ApiKeyConfig {
+                    name: name.to_string(),
+                    sha256: hash(key),
+                    role: role.to_string(),
+                    tenant: Some("acme".into()),
+                    expires: *expires,
+                })
+                .collect(),
+            ..AuthConfig::default()
+        }
+    }
+
+    #[test]
+    fn generated_keys_are_well_formed_and_distinct() {
+        let (a, b) = (generate(), generate());
+        assert!(is_well_formed(&a), "{a}");
+        assert_eq!(a.len(), 135);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hash_is_base64_of_sha256_of_the_full_key() {
+        // echo -n "apikey:abc" | openssl dgst -sha256 -binary | base64
+        assert_eq!(
+            hash("apikey:abc"),
+            "OMZnUCrAOrZreOienfTb+Wj8NQ8XlLfdJ1A6rhtbJhA="
+        );
+    }
+
+    #[test]
+    fn right_key_gives_its_principal_and_tenant() {
+        let key = generate();
+        let store = ApiKeyStore::new(&config(&[("ci", &key, "write", None)])).unwrap();
+        let identity = store.verify(&key, SystemTime::now()).unwrap();
+        assert_eq!(&*identity.principal.id, "key:ci");
+        assert_eq!(identity.principal.role, Role::Write);
+        assert_eq!(identity.tenants, vec![Arc::<str>::from("acme")]);
+    }
+
+    #[test]
+    fn wrong_malformed_and_expired_keys_are_refused_with_their_reasons() {
+        let key = generate();
+        let old = generate();
+        let past = SystemTime::now() - Duration::from_secs(1);
+        let store = ApiKeyStore::new(&config(&[
+            ("ci", &key, "read", None),
+            ("old", &old, "read", Some(past)),
+        ]))
+        .unwrap();
+        let now = SystemTime::now();
+        let reason = |k: &str| store.verify(k, now).unwrap_err().reason();
+        assert_eq!(reason(&generate()), Some(Reason::InvalidApiKey));
+        assert_eq!(reason("apikey:short"), Some(Reason::MalformedCredentials));
+        assert_eq!(
+            reason(&format!("{}!", &key[..134])),
+            Some(Reason::MalformedCredentials)
+        );
+        assert_eq!(reason(&old), Some(Reason::ExpiredApiKey));
+    }
+
+    #[test]
+    fn keys_file_is_reread_when_it_changes_and_a_bad_file_keeps_the_old_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.toml");
+        let first = generate();
+        let second = generate();
+        let write = |key: &str, name: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[[api_keys]]\nname = \"{name}\"\nsha256 = \"{}\"\nrole = \"read\"\n",
+                    hash(key)
+                ),
+            )
+            .unwrap();
+        };
+        write(&first, "first");
+        let store = ApiKeyStore::new(&AuthConfig {
+            api_keys_file: Some(path.clone()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        let now = SystemTime::now();
+        assert!(store.verify(&first, now).is_ok());
+        assert!(!store.reload_if_changed().unwrap());
+        // A different name changes the size, so the change is seen even within one mtime tick.
+        write(&second, "second-key");
+        assert!(store.reload_if_changed().unwrap());
+        assert!(store.verify(&second, now).is_ok());
+        assert!(store.verify(&first, now).is_err());
+        std::fs::write(&path, "[[api_keys]]\nname = 1\n").unwrap();
+        assert!(store.reload_if_changed().is_err());
+        assert!(store.verify(&second, now).is_ok());
+    }
+}

@@ -1,0 +1,272 @@
+//! The auth module's one error type, [`AuthError`], and its conversion to the gateway's error
+//! schema — the only place auth failures become status codes, bodies and headers.
+//!
+//! - 401 `AuthenticationFailed`, `details {"reason": …}` with a [`Reason`] from a fixed set,
+//!   and `WWW-Authenticate: Bearer realm="pipeline-gateway"`; when a credential was sent, the
+//!   header also carries `error="invalid_token"` and a fixed description (RFC 6750 §3.1).
+//! - 503 `AuthenticationUnavailable` with `Retry-After: 5` when the token's issuer has never
+//!   had a key set loaded: the gateway cannot tell, so it is not the client's fault.
+//! - 403 `InsufficientPermissions` with the manager's message and `details
+//!   {"required","actual"}`; for a `/v0` path missing from the role table, `required` is
+//!   `null` and `reason` is `unclassified_endpoint`.
+//! - 403 `NotATenantMember` when the client asks for a tenant its principal does not belong to.
+//!
+//! Messages and descriptions are fixed strings: nothing from the token (claims, `kid`, `iss`)
+//! is ever echoed, to the client or to the log.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::{header, HeaderValue, StatusCode};
+use serde_json::json;
+
+use crate::errors::GatewayError;
+
+use super::Role;
+
+/// Why a credential was refused (the `details.reason` of a 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingCredentials,
+    MalformedCredentials,
+    CredentialsTooLarge,
+    UnsupportedAlgorithm,
+    UnsupportedHeader,
+    UnknownKey,
+    InvalidSignature,
+    TokenExpired,
+    TokenNotYetValid,
+    InvalidIssuer,
+    InvalidAudience,
+    MissingClaim,
+    InvalidApiKey,
+    ExpiredApiKey,
+}
+
+impl Reason {
+    /// Every reason, for metrics and documentation.
+    pub const ALL: [Reason; 14] = [
+        Reason::MissingCredentials,
+        Reason::MalformedCredentials,
+        Reason::CredentialsTooLarge,
+        Reason::UnsupportedAlgorithm,
+        Reason::UnsupportedHeader,
+        Reason::UnknownKey,
+        Reason::InvalidSignature,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::InvalidIssuer,
+        Reason::InvalidAudience,
+        Reason::MissingClaim,
+        Reason::InvalidApiKey,
+        Reason::ExpiredApiKey,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingCredentials => "missing_credentials",
+            Reason::MalformedCredentials => "malformed_credentials",
+            Reason::CredentialsTooLarge => "credentials_too_large",
+            Reason::UnsupportedAlgorithm => "unsupported_algorithm",
+            Reason::UnsupportedHeader => "unsupported_header",
+            Reason::UnknownKey => "unknown_key",
+            Reason::InvalidSignature => "invalid_signature",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::InvalidIssuer => "invalid_issuer",
+            Reason::InvalidAudience => "invalid_audience",
+            Reason::MissingClaim => "missing_claim",
+            Reason::InvalidApiKey => "invalid_api_key",
+            Reason::ExpiredApiKey => "expired_api_key",
+        }
+    }
+
+    /// The fixed, token-free description used in the message and `WWW-Authenticate`.
+    pub fn description(self) -> &'static str {
+        match self {
+            Reason::MissingCredentials => "No credentials were provided",
+            Reason::MalformedCredentials => "The credentials are malformed",
+            Reason::CredentialsTooLarge => "The credentials are larger than 8 KiB",
+            Reason::UnsupportedAlgorithm => "The token's signing algorithm is not accepted",
+            Reason::UnsupportedHeader => "The token's header uses a parameter that is not accepted",
+            Reason::UnknownKey => "The token was signed with an unknown key",
+            Reason::InvalidSignature => "The token's signature is invalid",
+            Reason::TokenExpired => "The token has expired",
+            Reason::TokenNotYetValid => "The token is not valid yet",
+            Reason::InvalidIssuer => "The token's issuer is not trusted",
+            Reason::InvalidAudience => "The token is not meant for this service",
+            Reason::MissingClaim => "The token lacks a required claim",
+            Reason::InvalidApiKey => "Unauthorized API key",
+            Reason::ExpiredApiKey => "The API key has expired",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the auth layer can refuse a request for.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication failed: {0}")]
+    Failed(Reason),
+    #[error("no key set has been loaded for issuer {issuer}")]
+    Unavailable { issuer: Arc<str> },
+    #[error("role {actual} is below the required {required}")]
+    InsufficientRole { required: Role, actual: Role },
+    #[error("endpoint is not in the role table")]
+    UnclassifiedEndpoint { actual: Role },
+    #[error("not a member of the requested tenant")]
+    NotATenantMember { tenant: String },
+}
+
+impl From<Reason> for AuthError {
+    fn from(reason: Reason) -> Self {
+        AuthError::Failed(reason)
+    }
+}
+
+impl AuthError {
+    /// The 401 reason, if this is one.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            AuthError::Failed(reason) => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+/// Seconds a client should wait when no key set is loaded yet.
+const UNAVAILABLE_RETRY_AFTER_S: u64 = 5;
+
+/// Longest requested tenant name echoed back in `details`.
+const MAX_ECHOED_TENANT: usize = 128;
+
+impl From<AuthError> for GatewayError {
+    fn from(error: AuthError) -> GatewayError {
+        match error {
+            AuthError::Failed(reason) => {
+                let challenge = if reason == Reason::MissingCredentials {
+                    HeaderValue::from_static("Bearer realm=\"pipeline-gateway\"")
+                } else {
+                    // Descriptions are fixed ASCII without quotes, so this cannot fail.
+                    HeaderValue::try_from(format!(
+                        "Bearer realm=\"pipeline-gateway\", error=\"invalid_token\", \
+                         error_description=\"{}\"",
+                        reason.description()
+                    ))
+                    .unwrap_or(HeaderValue::from_static(
+                        "Bearer realm=\"pipeline-gateway\"",
+                    ))
+                };
+                GatewayError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "AuthenticationFailed",
+                    format!("Authentication failed: {}", reason.description()),
+                )
+                .with_details(json!({ "reason": reason.as_str() }))
+                .with_header(header::WWW_AUTHENTICATE, challenge)
+            }
+            AuthError::Unavailable { issuer } => GatewayError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "AuthenticationUnavailable",
+                "Credentials cannot be verified now: the identity provider's keys are not loaded",
+            )
+            .with_details(json!({ "reason": "keys_not_loaded" }))
+            .with_retry_after(UNAVAILABLE_RETRY_AFTER_S)
+            .with_internal(format!("no key set loaded for issuer {issuer}")),
+            AuthError::InsufficientRole { required, actual } => GatewayError::new(
+                StatusCode::FORBIDDEN,
+                "InsufficientPermissions",
+                format!(
+                    "Insufficient permissions: this action requires the '{required}' role, \
+                     but the caller has '{actual}'"
+                ),
+            )
+            .with_details(json!({ "required": required.as_str(), "actual": actual.as_str() })),
+            AuthError::UnclassifiedEndpoint { actual } => GatewayError::new(
+                StatusCode::FORBIDDEN,
+                "InsufficientPermissions",
+                "Insufficient permissions: this endpoint is not in the gateway's role table",
+            )
+            .with_details(json!({
+                "required": null,
+                "actual": actual.as_str(),
+                "reason": "unclassified_endpoint",
+            })),
+            AuthError::NotATenantMember { tenant } => {
+                let details = if tenant.len() <= MAX_ECHOED_TENANT {
+                    json!({ "tenant": tenant })
+                } else {
+                    json!({})
+                };
+                GatewayError::new(
+                    StatusCode::FORBIDDEN,
+                    "NotATenantMember",
+                    "The caller is not a member of the requested tenant",
+                )
+                .with_details(details)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_credentials_challenge_has_no_error_attribute() {
+        let response =
+            GatewayError::from(AuthError::Failed(Reason::MissingCredentials)).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            response.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"pipeline-gateway\""
+        );
+    }
+
+    #[test]
+    fn every_other_reason_says_invalid_token_with_a_description() {
+        for reason in Reason::ALL.into_iter().skip(1) {
+            let error = GatewayError::from(AuthError::Failed(reason));
+            assert_eq!(error.details()["reason"], reason.as_str());
+            let response = error.into_response();
+            let challenge = response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap();
+            assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+            assert!(challenge.contains(reason.description()), "{challenge}");
+        }
+    }
+
+    #[test]
+    fn insufficient_role_uses_the_managers_message() {
+        let error = GatewayError::from(AuthError::InsufficientRole {
+            required: Role::Write,
+            actual: Role::Read,
+        });
+        assert_eq!(
+            error.message(),
+            "Insufficient permissions: this action requires the 'write' role, but the caller has 'read'"
+        );
+        assert_eq!(error.code(), "InsufficientPermissions");
+        assert_eq!(
+            error.details(),
+            &json!({ "required": "write", "actual": "read" })
+        );
+    }
+
+    #[test]
+    fn unavailable_is_503_with_retry_after() {
+        let response = GatewayError::from(AuthError::Unavailable {
+            issuer: "https://idp/".into(),
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+}

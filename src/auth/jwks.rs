@@ -1,0 +1,545 @@
+//! Key sets (JWKS) per identity provider: parsing, the last good set, background refresh, and
+//! the rate-limited refetch on an unknown `kid`.
+//!
+//! A [`KeySet`] keeps only keys usable for signatures (`use` absent or `sig`, `key_ops` absent
+//! or containing `verify`), each with the key type, curve and optional `alg` that
+//! [`VerifyKey::fits`] matches against a token's `alg` (RFC 8725 §3.1: no HS256 with an RSA
+//! public key; HMAC secrets shorter than the hash are refused). A document without any usable
+//! key is an error, and an error never replaces the last good set.
+//!
+//! [`JwksCache`] fetches from a file, a URL, or the URL that OpenID discovery names (whose
+//! `issuer` must equal the configured one). Refresh: in the background every
+//! `Cache-Control: max-age`, bounded to `[min(30s, jwks_refresh), jwks_refresh]`
+//! (`jwks_refresh` without the header); after a failure, again in 30 s (2 s while no set was
+//! ever loaded). An unknown `kid` calls [`JwksCache::refetch`]: at most one fetch per
+//! `refetch_cooldown`, shared by all concurrent callers — they wait on one lock, and whoever
+//! finds the set changed since it looked (or the cooldown running) does not fetch again.
+//! Fetches time out after 5 s and read at most 1 MiB.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{header, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+use crate::config::auth::{fetchable_url, JwtProviderConfig};
+
+use super::clock::Clock;
+
+/// Largest key-set (or discovery) document read.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Time allowed for one fetch.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shortest background refresh interval (unless `jwks_refresh` is shorter).
+const MIN_REFRESH: Duration = Duration::from_secs(30);
+/// Retry after a failed refresh while a set is loaded, and while none ever was.
+const RETRY_LOADED: Duration = Duration::from_secs(30);
+const RETRY_EMPTY: Duration = Duration::from_secs(2);
+
+/// The family (and curve) of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// An HMAC secret of this many bytes.
+    Oct(usize),
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+}
+
+/// One key usable for verifying signatures.
+#[derive(Clone)]
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub alg: Option<Algorithm>,
+    pub kind: KeyKind,
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JWS algorithm spelled `alg`, exactly (case matters).
+pub fn algorithm(alg: &str) -> Option<Algorithm> {
+    Some(match alg {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        _ => return None,
+    })
+}
+
+impl VerifyKey {
+    /// Whether this key may verify a token whose header says `alg`.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        if self.alg.is_some_and(|own| own != alg) {
+            return false;
+        }
+        use Algorithm as A;
+        match (self.kind, alg) {
+            (KeyKind::Oct(len), A::HS256) => len >= 32,
+            (KeyKind::Oct(len), A::HS384) => len >= 48,
+            (KeyKind::Oct(len), A::HS512) => len >= 64,
+            (KeyKind::Rsa, A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512) => true,
+            (KeyKind::EcP256, A::ES256) | (KeyKind::EcP384, A::ES384) => true,
+            (KeyKind::Ed25519, A::EdDSA) => true,
+            _ => false,
+        }
+    }
+
+    fn parse(value: &Value) -> Result<Option<VerifyKey>, String> {
+        let text = |name: &str| value.get(name).and_then(Value::as_str);
+        if value.get("use").is_some() && text("use") != Some("sig") {
+            return Ok(None);
+        }
+        if let Some(ops) = value.get("key_ops") {
+            let verifies = ops
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+            if !verifies {
+                return Ok(None);
+            }
+        }
+        let alg = match value.get("alg") {
+            None => None,
+            Some(alg) => match alg.as_str().and_then(algorithm) {
+                Some(alg) => Some(alg),
+                // An encryption key or an algorithm we do not verify: not ours.
+                None => return Ok(None),
+            },
+        };
+        let kid = match value.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err("a key's kid is not a string".into()),
+        };
+        let kind = match (text("kty"), text("crv")) {
+            (Some("oct"), _) => {
+                let secret = text("k").ok_or("an oct key has no k")?;
+                let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(secret.trim_end_matches('='))
+                    .map_err(|_| "an oct key's k is not base64url")?
+                    .len();
+                KeyKind::Oct(len)
+            }
+            (Some("RSA"), _) => KeyKind::Rsa,
+            (Some("EC"), Some("P-256")) => KeyKind::EcP256,
+            (Some("EC"), Some("P-384")) => KeyKind::EcP384,
+            (Some("OKP"), Some("Ed25519")) => KeyKind::Ed25519,
+            _ => return Ok(None),
+        };
+        let jwk: Jwk = serde_json::from_value(value.clone())
+            .map_err(|e| format!("a key does not parse: {e}"))?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("a key is unusable: {e}"))?;
+        Ok(Some(VerifyKey {
+            kid,
+            alg,
+            kind,
+            key,
+        }))
+    }
+}
+
+/// A provider's keys usable for signatures.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    keys: Vec<VerifyKey>,
+}
+
+impl KeySet {
+    /// Parses a JWKS document (`{"keys": [...]}`); an error when no key is usable.
+    pub fn parse(bytes: &[u8]) -> Result<KeySet, String> {
+        let document: Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+        let listed = document
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("not a JWKS document: no \"keys\" array")?;
+        let mut keys = Vec::new();
+        for value in listed {
+            if let Some(key) = VerifyKey::parse(value)? {
+                keys.push(key);
+            }
+        }
+        if keys.is_empty() {
+            return Err("the key set has no key usable for signatures".into());
+        }
+        Ok(KeySet { keys })
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Keys with this `kid` (any `kid` when the token names none).
+    pub fn candidates<'a>(&'a self, kid: Option<&'a str>) -> impl Iterator<Item = &'a VerifyKey> {
+        self.keys
+            .iter()
+            .filter(move |key| kid.is_none() || key.kid.as_deref() == kid)
+    }
+}
+
+/// Where a provider's key set comes from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    File(PathBuf),
+    Url(Uri),
+    /// `{issuer}/.well-known/openid-configuration` names `jwks_uri`.
+    Discovery {
+        issuer: String,
+    },
+}
+
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// A provider's key set, kept fresh.
+pub struct JwksCache {
+    issuer: Arc<str>,
+    source: KeySource,
+    client: Option<HttpClient>,
+    clock: Arc<dyn Clock>,
+    keys: RwLock<Option<Arc<KeySet>>>,
+    /// Bumped on every successful load: callers that saw an older one need not fetch.
+    generation: AtomicU64,
+    /// When the last unknown-`kid` refetch started.
+    gate: tokio::sync::Mutex<Option<Instant>>,
+    cooldown: Duration,
+    refresh: Duration,
+    fetches: AtomicU64,
+}
+
+impl std::fmt::Debug for JwksCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksCache")
+            .field("issuer", &self.issuer)
+            .field("source", &self.source)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksCache {
+    /// Builds the cache; a `jwks_file` is loaded at once (an error if it cannot be).
+    pub fn new(config: &JwtProviderConfig, clock: Arc<dyn Clock>) -> Result<JwksCache, String> {
+        let source = if let Some(path) = &config.jwks_file {
+            KeySource::File(path.clone())
+        } else if let Some(url) = &config.jwks_url {
+            KeySource::Url(fetchable_url(url)?)
+        } else {
+            KeySource::Discovery {
+                issuer: config.issuer.clone(),
+            }
+        };
+        let client = match source {
+            KeySource::File(_) => None,
+            _ => Some(http_client()),
+        };
+        let cache = JwksCache {
+            issuer: config.issuer.as_str().into(),
+            source,
+            client,
+            clock,
+            keys: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            gate: tokio::sync::Mutex::new(None),
+            cooldown: config.refetch_cooldown,
+            refresh: config.jwks_refresh,
+            fetches: AtomicU64::new(0),
+        };
+        if let KeySource::File(path) = &cache.source {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            cache.store(KeySet::parse(&bytes)?);
+        }
+        Ok(cache)
+    }
+
+    pub fn issuer(&self) -> &Arc<str> {
+        &self.issuer
+    }
+
+    /// The last good key set, if one was ever loaded.
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Changes with every successful load.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// `jwks_refresh`: the interval without `Cache-Control: max-age`.
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh
+    }
+
+    /// Fetches attempted so far (background, refetch and initial).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(Ordering::SeqCst)
+    }
+
+    fn store(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(keys));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Refetches because a token named a `kid` missing from the set of generation
+    /// `seen_generation`. At most one fetch per cooldown, whoever asks and however often.
+    pub async fn refetch(&self, seen_generation: u64) {
+        let mut last = self.gate.lock().await;
+        if self.generation() != seen_generation {
+            return;
+        }
+        let now = self.clock.instant();
+        if last.is_some_and(|at| now < at + self.cooldown) {
+            return;
+        }
+        *last = Some(now);
+        if let Err(reason) = self.load().await {
+            tracing::warn!(issuer = %self.issuer, %reason, "key set refetch failed");
+        }
+    }
+
+    /// One background refresh; returns the time until the next.
+    pub async fn refresh(&self) -> Duration {
+        let floor = MIN_REFRESH.min(self.refresh);
+        match self.load().await {
+            Ok(max_age) => max_age.map_or(self.refresh, |age| age.clamp(floor, self.refresh)),
+            Err(reason) => {
+                tracing::warn!(issuer = %self.issuer, %reason, "key set refresh failed; keeping the last good set");
+                if self.keys().is_some() {
+                    RETRY_LOADED.min(self.refresh)
+                } else {
+                    RETRY_EMPTY
+                }
+            }
+        }
+    }
+
+    /// Fetches and, if it parses, installs the set; returns its `max-age`.
+    async fn load(&self) -> Result<Option<Duration>, String> {
+        self.fetches.fetch_add(1, Ordering::SeqCst);
+        let (bytes, max_age) = match &self.source {
+            KeySource::File(path) => (
+                Bytes::from(
+                    std::fs::read(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+                ),
+                None,
+            ),
+            KeySource::Url(uri) => self.get(uri.clone()).await?,
+            KeySource::Discovery { issuer } => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                let (document, _) = self.get(fetchable_url(&url)?).await?;
+                let document: Value = serde_json::from_slice(&document)
+                    .map_err(|e| format!("discovery document: {e}"))?;
+                if document.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
+                    return Err("the discovery document names another issuer".into());
+                }
+                let jwks_uri = document
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or("the discovery document has no jwks_uri")?;
+                self.get(fetchable_url(jwks_uri)?).await?
+            }
+        };
+        self.store(KeySet::parse(&bytes)?);
+        Ok(max_age)
+    }
+
+    async fn get(&self, uri: Uri) -> Result<(Bytes, Option<Duration>), String> {
+        let client = self.client.as_ref().ok_or("no HTTP client")?;
+        let request = http::Request::get(uri)
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let work = async {
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+            if response.status() != http::StatusCode::OK {
+                return Err(format!("answered {}", response.status()));
+            }
+            let max_age = response
+                .headers()
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .and_then(max_age);
+            let body = Limited::new(response.into_body(), MAX_DOCUMENT_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the body: {e}"))?
+                .to_bytes();
+            Ok((body, max_age))
+        };
+        tokio::time::timeout(FETCH_TIMEOUT, work)
+            .await
+            .map_err(|_| "timed out".to_string())?
+    }
+}
+
+/// `max-age` of a `Cache-Control` value (`no-cache`/`no-store` count as zero).
+fn max_age(value: &str) -> Option<Duration> {
+    value.split(',').map(str::trim).find_map(|directive| {
+        if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store")
+        {
+            return Some(Duration::ZERO);
+        }
+        let (name, seconds) = directive.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| seconds.trim().trim_matches('"').parse().ok())
+            .flatten()
+            .map(Duration::from_secs)
+    })
+}
+
+fn http_client() -> HttpClient {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(FETCH_TIMEOUT));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn oct(kid: &str, bytes: usize) -> Value {
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![7u8; bytes]);
+        json!({ "kty": "oct", "kid": kid, "k": k })
+    }
+
+    #[tokio::test]
+    async fn unknown_kid_refetches_at_most_once_per_cooldown() {
+        use crate::auth::clock::FakeClock;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, json!({ "keys": [oct("a", 32)] }).to_string()).unwrap();
+        let config: JwtProviderConfig = toml::from_str(&format!(
+            "issuer = \"i\"\naudiences = [\"a\"]\nalgorithms = [\"HS256\"]\n\
+             jwks_file = \"{}\"\nrefetch_cooldown = \"30s\"\n",
+            path.display()
+        ))
+        .unwrap();
+        let clock = FakeClock::at(std::time::UNIX_EPOCH);
+        let cache = JwksCache::new(&config, clock.clone()).unwrap();
+        assert_eq!(
+            cache.fetches(),
+            0,
+            "the file is read at start, outside the count"
+        );
+        std::fs::write(
+            &path,
+            json!({ "keys": [oct("a", 32), oct("b", 32)] }).to_string(),
+        )
+        .unwrap();
+        let seen = cache.generation();
+        cache.refetch(seen).await;
+        assert_eq!(cache.fetches(), 1);
+        assert_eq!(cache.keys().unwrap().len(), 2);
+        // Same stale generation: someone already refetched.
+        cache.refetch(seen).await;
+        // Current generation, but within the cooldown.
+        cache.refetch(cache.generation()).await;
+        assert_eq!(cache.fetches(), 1);
+        clock.advance(Duration::from_secs(31));
+        cache.refetch(cache.generation()).await;
+        assert_eq!(cache.fetches(), 2);
+        // A broken file keeps the last good set.
+        std::fs::write(&path, "{").unwrap();
+        clock.advance(Duration::from_secs(31));
+        cache.refetch(cache.generation()).await;
+        assert_eq!(cache.fetches(), 3);
+        assert_eq!(cache.keys().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn max_age_is_read_from_cache_control() {
+        assert_eq!(
+            max_age("public, max-age=600"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("public"), None);
+    }
+
+    #[test]
+    fn unusable_keys_are_skipped_and_an_empty_set_is_an_error() {
+        let doc = json!({ "keys": [
+            { "kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB" },
+            { "kty": "EC", "crv": "P-521", "x": "AA", "y": "AA" },
+            oct("h", 32),
+        ]});
+        let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(set.len(), 1);
+        let empty = json!({ "keys": [{ "kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB" }] });
+        assert!(KeySet::parse(empty.to_string().as_bytes()).is_err());
+        assert!(KeySet::parse(b"[]").is_err());
+    }
+
+    #[test]
+    fn key_type_and_alg_must_fit_the_tokens_alg() {
+        let doc = json!({ "keys": [oct("short", 16), oct("long", 64)] });
+        let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
+        let short = set.candidates(Some("short")).next().unwrap();
+        let long = set.candidates(Some("long")).next().unwrap();
+        assert!(!short.fits(Algorithm::HS256));
+        assert!(long.fits(Algorithm::HS512));
+        assert!(!long.fits(Algorithm::RS256));
+        let pinned = json!({ "keys": [{ "kty": "oct", "alg": "HS384", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 64]) }] });
+        let set = KeySet::parse(pinned.to_string().as_bytes()).unwrap();
+        let key = set.candidates(None).next().unwrap();
+        assert!(key.fits(Algorithm::HS384));
+        assert!(!key.fits(Algorithm::HS256));
+    }
+
+    #[test]
+    fn algorithm_names_are_case_sensitive_and_none_is_not_one() {
+        assert_eq!(algorithm("RS256"), Some(Algorithm::RS256));
+        assert_eq!(algorithm("rs256"), None);
+        assert_eq!(algorithm("none"), None);
+        assert_eq!(algorithm("EdDSA"), Some(Algorithm::EdDSA));
+    }
+}
