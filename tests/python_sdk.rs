@@ -5,11 +5,15 @@
 //! failure.
 
 mod common;
+mod support;
 
 use std::process::Command;
 
 use common::*;
-use pipeline_gateway::standin::{SeedPipeline, SeedStatus};
+use pipeline_gateway::auth::apikey;
+use pipeline_gateway::standin::{SeedPipeline, SeedStatus, StandinOptions};
+use serde_json::json;
+use support::keys::{jwks, TestKey};
 
 fn sdk_available() -> bool {
     let importable = Command::new("python3")
@@ -124,5 +128,144 @@ async fn sdk_backs_off_on_429_and_then_succeeds() {
     assert!(
         rejected >= 2,
         "the SDK met 429s and retried: {rejected}\n{metrics}"
+    );
+}
+
+/// The manager behind the gateway wants its own key; clients hold the gateway's keys.
+const MANAGER_KEY_ENV: &str = "PIPELINE_GATEWAY_TEST_MANAGER_KEY";
+
+fn alnum_key(seed: u8) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let body: String = (0..128usize)
+        .map(|i| alphabet[(i * 7 + seed as usize) % alphabet.len()] as char)
+        .collect();
+    format!("apikey:{body}")
+}
+
+/// A gateway with auth on (an API key `sdk` and a JWT issuer) in front of a stand-in that
+/// itself requires the manager's key, which the gateway substitutes (`credentials =
+/// "replace"`).
+async fn authenticated_pair(
+    dir: &std::path::Path,
+    client_key: &str,
+    signer: &TestKey,
+) -> (
+    pipeline_gateway::Gateway,
+    pipeline_gateway::standin::Standin,
+) {
+    let manager_key = alnum_key(3);
+    // SAFETY of the test: the variable is only read by gateways built in this file.
+    std::env::set_var(MANAGER_KEY_ENV, &manager_key);
+    let upstream = standin_with(StandinOptions {
+        require_api_key: Some(manager_key),
+        ..with_fresh_pipeline()
+    })
+    .await;
+    let jwks_file = dir.join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[signer]).to_string()).expect("write jwks");
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[upstreams]]
+name = "primary"
+endpoints = ["{url}"]
+credentials = "replace"
+bearer_env = "{MANAGER_KEY_ENV}"
+
+[[routes]]
+pipelines = ["*"]
+upstream = "primary"
+default = true
+
+[[auth.api_keys]]
+name = "sdk"
+sha256 = "{hash}"
+role = "write"
+
+[[auth.jwt]]
+issuer = "https://idp.test/"
+audiences = ["feldera-api"]
+algorithms = ["RS256"]
+jwks_file = "{jwks}"
+role_claim = "feldera_role"
+"#,
+        url = upstream.url(),
+        hash = apikey::hash(client_key),
+        jwks = jwks_file.display(),
+    );
+    (gateway(&toml).await, upstream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_reaches_running_with_an_api_key_and_with_a_jwt() {
+    if !sdk_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client_key = alnum_key(11);
+    let signer = TestKey::rs256("sdk-key-1");
+    let (gw, upstream) = authenticated_pair(dir.path(), &client_key, &signer).await;
+    let url = gw.url();
+    let key = client_key.clone();
+    tokio::task::spawn_blocking(move || {
+        run_sdk(
+            &url,
+            Some(&key),
+            "standby_pipeline_activates_to_running,bad_name_is_rejected_with_feldera_error",
+        )
+    })
+    .await
+    .expect("SDK run with an API key");
+    // The manager saw its own key, never the client's.
+    let seen = upstream.requests();
+    assert!(!seen.is_empty());
+    for request in &seen {
+        let authorization = request
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or(""));
+        assert_ne!(authorization, Some(format!("Bearer {client_key}").as_str()));
+    }
+
+    // The same flow with a JWT (a second pipeline run: reset `fresh` by asking for another
+    // gateway and stand-in).
+    let (gw, _upstream) = authenticated_pair(dir.path(), &client_key, &signer).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let token = signer.token(&json!({
+        "iss": "https://idp.test/",
+        "aud": "feldera-api",
+        "sub": "sdk-user",
+        "exp": exp,
+        "feldera_role": "write",
+    }));
+    let url = gw.url();
+    tokio::task::spawn_blocking(move || {
+        run_sdk(&url, Some(&token), "standby_pipeline_activates_to_running")
+    })
+    .await
+    .expect("SDK run with a JWT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_without_a_credential_sees_authentication_failed() {
+    if !sdk_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let signer = TestKey::rs256("sdk-key-1");
+    let (gw, upstream) = authenticated_pair(dir.path(), &alnum_key(11), &signer).await;
+    let url = gw.url();
+    tokio::task::spawn_blocking(move || run_sdk(&url, None, "unauthenticated_is_rejected"))
+        .await
+        .expect("SDK run");
+    assert!(
+        upstream.requests().is_empty(),
+        "nothing reached the manager"
     );
 }

@@ -10,29 +10,37 @@ import sys
 import traceback
 
 from feldera import FelderaClient, Pipeline
-from feldera.rest.errors import FelderaAPIError
+from feldera.rest.errors import FelderaAPIError, FelderaError
 
 HOST = os.environ["FELDERA_HOST"]
 API_KEY = os.environ.get("FELDERA_API_KEY") or None
 # Which checks to run (comma-separated); all by default.
 ONLY = set(filter(None, os.environ.get("SDK_CHECKS", "").split(",")))
 
-client = FelderaClient(HOST, api_key=API_KEY, timeout=30)
+_client = None
+
+
+def client():
+    """The SDK client, made on first use (its constructor already calls the API)."""
+    global _client
+    if _client is None:
+        _client = FelderaClient(HOST, api_key=API_KEY, timeout=30)
+    return _client
 
 
 def standby_pipeline_activates_to_running():
-    pipeline = Pipeline.get("fresh", client)
+    pipeline = Pipeline.get("fresh", client())
     pipeline.start_standby(timeout_s=30)
-    status = str(Pipeline.get("fresh", client).status()).lower()
+    status = str(Pipeline.get("fresh", client()).status()).lower()
     assert "standby" in status, f"after start_standby: {status}"
     pipeline.activate(wait=True, timeout_s=30)
-    status = str(Pipeline.get("fresh", client).status()).lower()
+    status = str(Pipeline.get("fresh", client()).status()).lower()
     assert "running" in status, f"after activate: {status}"
 
 
 def bad_name_is_rejected_with_feldera_error():
     try:
-        client.activate_pipeline("-bad-", wait=False)
+        client().activate_pipeline("-bad-", wait=False)
     except FelderaAPIError as error:
         assert error.status_code == 400, error.status_code
         assert error.error_code == "NameDoesNotMatchPattern", error.error_code
@@ -46,13 +54,33 @@ def backs_off_on_429_and_then_succeeds():
     # spent it: each call below is first answered 429 with Retry-After, which the SDK must
     # honour and retry (the Rust side checks the gateway's 429 count).
     for _ in range(2):
-        assert Pipeline.get("live", client).name == "live"
+        assert Pipeline.get("live", client()).name == "live"
+
+
+def unauthenticated_is_rejected():
+    # Run without FELDERA_API_KEY against a gateway with authentication on.
+    # The client's constructor already calls the API (GET /v0/config) and wraps the refusal.
+    try:
+        FelderaClient(HOST, timeout=30)
+    except FelderaAPIError as error:
+        assert error.status_code == 401, error.status_code
+        assert error.error_code == "AuthenticationFailed", error.error_code
+        assert error.details["reason"] == "missing_credentials", error.details
+        return
+    except FelderaError as error:
+        text = str(error)
+        assert "Error Code: AuthenticationFailed" in text, text
+        assert "missing_credentials" in text, text
+        assert "Response Status: 401" in text, text
+        return
+    raise AssertionError("an unauthenticated request was not refused")
 
 
 CHECKS = [
     standby_pipeline_activates_to_running,
     bad_name_is_rejected_with_feldera_error,
     backs_off_on_429_and_then_succeeds,
+    unauthenticated_is_rejected,
 ]
 
 passed = failed = 0

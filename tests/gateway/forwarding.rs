@@ -139,11 +139,21 @@ async fn request_id_is_generated_when_absent_or_unacceptable() {
 async fn credentials_pass_strip_and_replace_are_observed_at_the_manager() {
     // SAFETY of the test: the variable name is unique to this test.
     std::env::set_var("PIPELINE_GATEWAY_TEST_REPLACE_KEY", "apikey:gateway-own");
-    let upstream = standin("a").await;
-    for (mode, expected) in [
-        ("pass", Some("Bearer client-token")),
-        ("strip", None),
-        ("replace", Some("Bearer apikey:gateway-own")),
+    // A manager with authentication on: it accepts only the gateway's own key.
+    let upstream = standin_with(pipeline_gateway::standin::StandinOptions {
+        require_api_key: Some("apikey:gateway-own".into()),
+        ..seeded()
+    })
+    .await;
+    for (mode, seen_by_manager, status, code) in [
+        (
+            "pass",
+            Some("Bearer client-token"),
+            401,
+            Some("AuthenticationFailed"),
+        ),
+        ("strip", None, 401, Some("AuthenticationFailed")),
+        ("replace", Some("Bearer apikey:gateway-own"), 200, None),
     ] {
         let extra = if mode == "replace" {
             "credentials = \"replace\"\nbearer_env = \"PIPELINE_GATEWAY_TEST_REPLACE_KEY\""
@@ -164,14 +174,20 @@ async fn credentials_pass_strip_and_replace_are_observed_at_the_manager() {
             b"",
         )
         .await;
-        assert_eq!(reply.status, 200);
+        match code {
+            Some(code) => {
+                reply.error(status, code);
+                assert_eq!(reply.header("x-error-source"), Some("upstream"), "{mode}");
+            }
+            None => assert_eq!(reply.status, status, "{mode}: {}", reply.text()),
+        }
         let seen = upstream.requests();
         assert_eq!(
             seen[0]
                 .headers
                 .get("authorization")
                 .map(|v| v.to_str().unwrap()),
-            expected,
+            seen_by_manager,
             "{mode}"
         );
     }
