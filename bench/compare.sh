@@ -17,7 +17,7 @@
 #   d  ?initial=paused, hot JWT, 1 KiB JSON body
 #
 # Fairness: the system under test runs on CPU $SUT_CPU with one worker (nginx
-# worker_processes 1, haproxy nbthread 1, gateway TOKIO_WORKER_THREADS=1); wrk (1 thread) and
+# worker_processes 1, haproxy nbthread 1, gateway --workers 1); wrk (1 thread) and
 # the upstream share CPU $LOAD_CPU. Every run starts the system fresh, warms it up, then
 # measures; systems alternate within each round (A B C D, A B C D, ...). Access logs are off
 # everywhere. Results: bench/results/latest.{json,md,svg} (see bench/README.md).
@@ -342,8 +342,10 @@ start_system() { # system workload
         gateway)
             local config=$WORK/gateway-cache.toml
             [[ $workload == b ]] && config=$WORK/gateway-nocache.toml
-            TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$SUT_CPU" \
-                "$GATEWAY_BIN" run --config "$config" >"$SUT_LOG" 2>&1 &
+            # One worker on one core, like nginx's worker_processes 1 and haproxy's nbthread 1:
+            # --workers 1 runs the gateway on a single-threaded runtime.
+            RUST_LOG=warn taskset -c "$SUT_CPU" \
+                "$GATEWAY_BIN" --workers 1 run --config "$config" >"$SUT_LOG" 2>&1 &
             SUT_PID=$! ;;
     esac
     if [[ -n $SUT_PID ]]; then

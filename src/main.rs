@@ -23,6 +23,12 @@ struct Cli {
     /// Configuration file (same as `run --config`).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Worker threads serving requests (default: one per core). With 1 the gateway runs on a
+    /// single-threaded runtime: no work stealing and no cross-thread wake-ups, the fastest
+    /// setting when the process is pinned to one core (one process per core, like nginx's
+    /// workers, behind SO_REUSEPORT or a balancer).
+    #[arg(long, global = true, env = "PIPELINE_GATEWAY_WORKERS")]
+    workers: Option<usize>,
     /// Log format.
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -167,10 +173,16 @@ fn main() -> ExitCode {
         other => other,
     };
     init_logging(&cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match cli.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n.max(1));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cannot start the runtime: {error}");
