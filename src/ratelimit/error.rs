@@ -10,7 +10,7 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::headers::{ceil_secs, headers_for, policy_item, RATELIMIT_POLICY};
+use super::headers::{ceil_secs, headers_for, RATELIMIT_POLICY};
 use super::local::Decision;
 use super::Policy;
 use crate::errors::GatewayError;
@@ -50,13 +50,9 @@ impl From<RateLimitError> for GatewayError {
                 gateway_error
             }
             RateLimitError::StoreUnavailable { policy, reason } => {
-                let mut gateway_error =
-                    GatewayError::service_unavailable("rate limiter unavailable", 1)
-                        .with_internal(reason);
-                if let Ok(value) = http::HeaderValue::try_from(policy_item(&policy)) {
-                    gateway_error = gateway_error.with_header(RATELIMIT_POLICY, value);
-                }
-                gateway_error
+                GatewayError::service_unavailable("rate limiter unavailable", 1)
+                    .with_internal(reason)
+                    .with_header(RATELIMIT_POLICY, policy.policy_header().clone())
             }
         }
     }

@@ -35,53 +35,70 @@ pub fn ceil_secs(duration: Duration) -> u64 {
     }
 }
 
-/// The `RateLimit-Policy` item of a policy.
-pub fn policy_item(policy: &Policy) -> String {
-    format!(
+/// The `RateLimit-Policy` item of a policy (made once per policy, see `Policy::new`).
+pub fn policy_value(policy: &Policy) -> HeaderValue {
+    value(format!(
         "\"{}\";q={};w={}",
         policy.name,
         policy.burst,
         policy.window_secs()
-    )
+    ))
+}
+
+/// The `RateLimit` item: `"<policy>";r=<remaining>;t=<reset>`, written without `format!`
+/// (this runs on every limited response).
+fn ratelimit_value(policy: &Policy, remaining: u32, reset: u64) -> HeaderValue {
+    let mut numbers = itoa::Buffer::new();
+    let mut text = Vec::with_capacity(policy.name.len() + 32);
+    text.push(b'"');
+    text.extend_from_slice(policy.name.as_bytes());
+    text.extend_from_slice(b"\";r=");
+    text.extend_from_slice(numbers.format(remaining).as_bytes());
+    text.extend_from_slice(b";t=");
+    text.extend_from_slice(numbers.format(reset).as_bytes());
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
 /// Every header for one decision, in the order they are added.
 pub fn headers_for(policy: &Policy, decision: &Decision) -> Vec<(HeaderName, HeaderValue)> {
     let reset = ceil_secs(decision.reset);
-    let mut out = vec![(RATELIMIT_POLICY, value(policy_item(policy)))];
-    out.push((
-        RATELIMIT,
-        value(format!(
-            "\"{}\";r={};t={}",
-            policy.name, decision.remaining, reset
-        )),
-    ));
-    out.push((X_RATELIMIT_LIMIT, HeaderValue::from(policy.burst)));
-    out.push((X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining)));
-    out.push((X_RATELIMIT_RESET, HeaderValue::from(reset)));
-    out
+    vec![
+        (RATELIMIT_POLICY, policy.policy_header().clone()),
+        (
+            RATELIMIT,
+            ratelimit_value(policy, decision.remaining, reset),
+        ),
+        (X_RATELIMIT_LIMIT, HeaderValue::from(policy.burst)),
+        (X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining)),
+        (X_RATELIMIT_RESET, HeaderValue::from(reset)),
+    ]
 }
 
 /// Adds the headers of one decision to a response's headers: the IETF ones are appended,
 /// the `X-RateLimit-*` ones replace an earlier policy's only when this one has fewer left.
 pub fn apply(headers: &mut HeaderMap, policy: &Policy, decision: &Decision) {
-    let current_remaining = headers
+    let replace_legacy = headers
         .get(X_RATELIMIT_REMAINING)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u32>().ok());
-    let replace_legacy = current_remaining.is_none_or(|current| decision.remaining < current);
-    for (name, value) in headers_for(policy, decision) {
-        if name == RATELIMIT || name == RATELIMIT_POLICY {
-            headers.append(name, value);
-        } else if replace_legacy {
-            headers.insert(name, value);
-        }
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_none_or(|current| decision.remaining < current);
+    let reset = ceil_secs(decision.reset);
+    headers.append(RATELIMIT_POLICY, policy.policy_header().clone());
+    headers.append(
+        RATELIMIT,
+        ratelimit_value(policy, decision.remaining, reset),
+    );
+    if replace_legacy {
+        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(policy.burst));
+        headers.insert(X_RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+        headers.insert(X_RATELIMIT_RESET, HeaderValue::from(reset));
     }
 }
 
 /// Adds only `RateLimit-Policy` (the decision is unknown: Redis failed and `on_error` allowed).
 pub fn apply_policy_only(headers: &mut HeaderMap, policy: &Policy) {
-    headers.append(RATELIMIT_POLICY, value(policy_item(policy)));
+    headers.append(RATELIMIT_POLICY, policy.policy_header().clone());
 }
 
 fn value(text: String) -> HeaderValue {
@@ -142,6 +159,6 @@ mod tests {
         assert_eq!(map.get_all("ratelimit-policy").iter().count(), 2);
         assert_eq!(map["x-ratelimit-limit"], "3");
         assert_eq!(map["x-ratelimit-remaining"], "2");
-        assert_eq!(policy_item(&principal), "\"principal\";q=3;w=10800");
+        assert_eq!(principal.policy_header(), "\"principal\";q=3;w=10800");
     }
 }

@@ -60,15 +60,25 @@ pub struct Policy {
     pub name: Arc<str>,
     pub rate: Rate,
     pub burst: u32,
+    /// `RateLimit-Policy` of this policy: constant, so made once, not per response.
+    policy_header: http::HeaderValue,
 }
 
 impl Policy {
     pub fn new(name: &str, rate: Rate, burst: u32) -> Policy {
-        Policy {
+        let mut policy = Policy {
             name: name.into(),
             rate,
             burst: burst.max(1),
-        }
+            policy_header: http::HeaderValue::from_static(""),
+        };
+        policy.policy_header = headers::policy_value(&policy);
+        policy
+    }
+
+    /// The `RateLimit-Policy` header value.
+    pub fn policy_header(&self) -> &http::HeaderValue {
+        &self.policy_header
     }
 
     fn from_config(name: &str, rate: &str, burst: Option<u32>) -> Option<Policy> {
