@@ -13,16 +13,19 @@
 //! request aborted, never a truncated body).
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use futures_util::future::Either;
 use http::header;
 use tower::{Layer, Service};
 
-use crate::body::{self, Request, Response, ResponseFuture};
+use pin_project_lite::pin_project;
+
+use crate::body::{self, Request, Response};
 use crate::check::RequestCheck;
 use crate::errors::GatewayError;
 use crate::proxy::body::{BodyProgress, Tracked};
@@ -137,14 +140,33 @@ impl Drop for Slot {
     }
 }
 
+pin_project! {
+    /// The inner future, holding its slot until it completes (or is dropped).
+    pub struct InFlightFuture<F> {
+        #[pin]
+        inner: F,
+        slot: Option<Slot>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for InFlightFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = ready!(this.inner.poll(cx));
+        this.slot.take();
+        Poll::Ready(output)
+    }
+}
+
 impl<S> Service<Request> for InFlight<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<Ready<Result<Response, Infallible>>, ResponseFuture>;
+    type Future = Either<Ready<Result<Response, Infallible>>, InFlightFuture<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -158,11 +180,9 @@ where
             return Either::Left(ready(Ok(error.into_response())));
         }
         let slot = Slot(current.clone());
-        let future: ResponseFuture = Box::pin(self.inner.call(request));
-        Either::Right(Box::pin(async move {
-            let response = future.await;
-            drop(slot);
-            response
-        }))
+        Either::Right(InFlightFuture {
+            inner: self.inner.call(request),
+            slot: Some(slot),
+        })
     }
 }

@@ -8,12 +8,17 @@
 //! Either way the upstream request is dropped, which closes its connection.
 
 use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use futures_util::future::Either;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::body::{Request, Response, ResponseFuture};
+use crate::body::{Request, Response};
 use crate::errors::GatewayError;
 use crate::routing::Classified;
 
@@ -36,14 +41,41 @@ pub struct Timeout<S> {
     inner: S,
 }
 
+pin_project! {
+    /// The inner future under a deadline; on expiry, 408 or 504 (see the module docs).
+    pub struct TimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        limit: Duration,
+        upstream: Arc<str>,
+        progress: Option<BodyProgress>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for TimeoutFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
+            Ok(response) => response,
+            Err(_) if this.progress.as_ref().is_some_and(|p| !p.is_complete()) => {
+                Ok(GatewayError::request_timeout(*this.limit).into_response())
+            }
+            Err(_) => {
+                Ok(GatewayError::upstream_timeout(this.upstream, *this.limit).into_response())
+            }
+        })
+    }
+}
+
 impl<S> Service<Request> for Timeout<S>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<S::Future, ResponseFuture>;
+    type Future = Either<S::Future, TimeoutFuture<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -64,17 +96,13 @@ where
         else {
             return Either::Left(self.inner.call(request));
         };
-        let name = upstream.0.name.clone();
+        let upstream = upstream.0.name.clone();
         let progress = extensions.get::<BodyProgress>().cloned();
-        let future: ResponseFuture = Box::pin(self.inner.call(request));
-        Either::Right(Box::pin(async move {
-            match tokio::time::timeout(limit, future).await {
-                Ok(response) => response,
-                Err(_) if progress.is_some_and(|p| !p.is_complete()) => {
-                    Ok(GatewayError::request_timeout(limit).into_response())
-                }
-                Err(_) => Ok(GatewayError::upstream_timeout(&name, limit).into_response()),
-            }
-        }))
+        Either::Right(TimeoutFuture {
+            inner: tokio::time::timeout(limit, self.inner.call(request)),
+            limit,
+            upstream,
+            progress,
+        })
     }
 }
