@@ -1,12 +1,11 @@
 //! Cost of one rate-limit decision: in memory (`governor`, one hot key and many keys), and
 //! in Redis (the Lua GCRA script against a `redis-server` this bench starts on a free port;
-//! skipped with a message when `redis-server` is not installed).
+//! like the Redis tests, it fails when `redis-server` is not installed).
 //!
 //! `cargo bench --bench ratelimit`
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pipeline_gateway::config::ratelimit::{Rate, RedisConfig};
@@ -33,45 +32,13 @@ fn local(c: &mut Criterion) {
     });
 }
 
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+// The same redis-server helper the Redis tests use (a free port, killed on drop).
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 fn redis(c: &mut Criterion) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(16379);
-    let child = match Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => Redis(child),
-        Err(error) => {
-            eprintln!("redis bench skipped: cannot start redis-server: {error}");
-            return;
-        }
-    };
-    let url = format!("redis://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let server = support::RedisServer::start();
+    let url = server.url();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,7 +59,7 @@ fn redis(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    drop(child);
+    drop(server);
 }
 
 criterion_group! {

@@ -429,16 +429,7 @@ fn max_age(value: &str) -> Option<Duration> {
 }
 
 fn http_client() -> HttpClient {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(FETCH_TIMEOUT));
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).build(https)
+    Client::builder(TokioExecutor::new()).build(crate::proxy::pool::https_connector(FETCH_TIMEOUT))
 }
 
 #[cfg(test)]

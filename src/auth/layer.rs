@@ -94,6 +94,10 @@ enum Begin {
     },
 }
 
+/// The id of every principal while authentication is off (made once, not per request).
+static ANONYMOUS: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from("anonymous"));
+
 impl Authenticator {
     /// Builds the authenticator from a checked configuration and registers its metrics.
     pub fn new(config: &AuthConfig, registry: &mut Registry) -> Result<Authenticator, String> {
@@ -252,7 +256,7 @@ impl Authenticator {
             .map_or(Access::Unclassified, |c| c.endpoint.access);
         if self.mode == AuthMode::Off {
             let principal = Principal {
-                id: Arc::from("anonymous"),
+                id: ANONYMOUS.clone(),
                 credential: Credential::Anonymous,
                 role: Role::Owner,
                 tenant: request

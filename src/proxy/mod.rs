@@ -124,6 +124,7 @@ async fn forward(mut request: Request) -> Result<Response, GatewayError> {
                 pool.mark_up(index);
                 return Ok(respond(
                     response,
+                    &pool.name,
                     &method,
                     endpoint_name,
                     &path_and_query,
@@ -219,6 +220,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 async fn respond(
     mut response: http::Response<Incoming>,
+    upstream: &str,
     method: &Method,
     endpoint: &str,
     path_and_query: &PathAndQuery,
@@ -234,7 +236,7 @@ async fn respond(
     }
     headers::strip_hop_by_hop(response.headers_mut(), false);
     if normalize::wants_normalizing(method, status, endpoint) {
-        return normalize::normalize(response, path_and_query.path()).await;
+        return normalize::normalize(response, upstream, path_and_query.path()).await;
     }
     normalize::passthrough(response)
 }

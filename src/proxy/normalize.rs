@@ -44,7 +44,7 @@ pub fn wants_normalizing(method: &http::Method, status: StatusCode, endpoint: &s
 }
 
 /// Normalizes an upstream error response (see the module docs).
-pub async fn normalize(response: http::Response<Incoming>, path: &str) -> Response {
+pub async fn normalize(response: http::Response<Incoming>, upstream: &str, path: &str) -> Response {
     let (parts, mut incoming) = response.into_parts();
     let mut buffer = BytesMut::new();
     let read = tokio::time::timeout(ERROR_BODY_TIMEOUT, async {
@@ -68,11 +68,11 @@ pub async fn normalize(response: http::Response<Incoming>, path: &str) -> Respon
             return http::Response::from_parts(parts, body);
         }
         Ok(Err(_)) => {
-            return GatewayError::upstream_unavailable("upstream", "error body was cut off")
+            return GatewayError::upstream_unavailable(upstream, "error body was cut off")
                 .into_response()
         }
         Err(_) => {
-            return GatewayError::upstream_unavailable("upstream", "error body timed out")
+            return GatewayError::upstream_unavailable(upstream, "error body timed out")
                 .into_response()
         }
     }

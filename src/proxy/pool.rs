@@ -112,7 +112,7 @@ impl UpstreamPool {
             next: AtomicUsize::new(0),
             cooldown: config.unhealthy_cooldown,
             epoch: Instant::now(),
-            client: build_client(config)?,
+            client: build_client(config),
         })
     }
 
@@ -177,20 +177,26 @@ impl UpstreamPool {
     }
 }
 
-fn build_client(config: &UpstreamConfig) -> Result<UpstreamClient, String> {
+/// The connector every outgoing client uses (upstreams, JWKS fetches): plain HTTP or HTTPS
+/// (rustls with aws-lc, webpki roots), TCP_NODELAY, the given connect deadline.
+pub fn https_connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(config.connect_timeout));
+    http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(http)
+}
+
+fn build_client(config: &UpstreamConfig) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
-        .build(https))
+        .build(https_connector(config.connect_timeout))
 }
