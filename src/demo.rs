@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::config::Config;
-use crate::proxy::parse_endpoint;
-use crate::standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
-use crate::Gateway;
+use feldera_standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
+use pipeline_gateway::config::Config;
+use pipeline_gateway::proxy::parse_endpoint;
+use pipeline_gateway::Gateway;
 
 /// Starts the demo and returns the running parts.
 pub async fn start(config: Config) -> anyhow::Result<(Gateway, Standin)> {

@@ -9,7 +9,6 @@ pub mod auth;
 pub mod body;
 pub mod check;
 pub mod config;
-pub mod demo;
 pub mod errors;
 pub mod limits;
 pub mod proxy;
@@ -17,7 +16,6 @@ pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod stack;
-pub mod standin;
 pub mod telemetry;
 pub mod validate;
 

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod demo;
+
 use clap::{Parser, Subcommand};
+use feldera_standin::cli::StandinArgs;
 use pipeline_gateway::config::{Config, ConfigError};
-use pipeline_gateway::standin::cli::StandinArgs;
 use pipeline_gateway::Gateway;
 
 // mimalloc: the request path allocates many small, short-lived objects; glibc's malloc was
@@ -195,17 +197,14 @@ fn main() -> ExitCode {
                 let config = load(cli.config.as_ref()).map_err(anyhow::Error::msg)?;
                 serve(config).await
             }
-            Command::StandIn(args) => pipeline_gateway::standin::cli::run(args).await,
+            Command::StandIn(args) => feldera_standin::cli::run(args).await,
             Command::Demo => {
                 let path = cli
                     .config
                     .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
                 let config = load(Some(&path)).map_err(anyhow::Error::msg)?;
-                let (gateway, standin) = pipeline_gateway::demo::start(config).await?;
-                println!(
-                    "{}",
-                    pipeline_gateway::demo::instructions(&gateway, &standin)
-                );
+                let (gateway, standin) = demo::start(config).await?;
+                println!("{}", demo::instructions(&gateway, &standin));
                 shutdown_signal().await;
                 gateway.shutdown().await;
                 standin.shutdown().await;

@@ -10,8 +10,8 @@ mod support;
 use std::process::Command;
 
 use common::*;
+use feldera_standin::{SeedPipeline, SeedStatus, StandinOptions};
 use pipeline_gateway::auth::apikey;
-use pipeline_gateway::standin::{SeedPipeline, SeedStatus, StandinOptions};
 use serde_json::json;
 use support::keys::{jwks, TestKey};
 
@@ -59,7 +59,7 @@ pub fn run_sdk(url: &str, api_key: Option<&str>, checks: &str) {
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
 
-fn with_fresh_pipeline() -> pipeline_gateway::standin::StandinOptions {
+fn with_fresh_pipeline() -> feldera_standin::StandinOptions {
     let mut options = seeded();
     options.seed.push(SeedPipeline {
         name: "fresh".into(),
@@ -149,10 +149,7 @@ async fn authenticated_pair(
     dir: &std::path::Path,
     client_key: &str,
     signer: &TestKey,
-) -> (
-    pipeline_gateway::Gateway,
-    pipeline_gateway::standin::Standin,
-) {
+) -> (pipeline_gateway::Gateway, feldera_standin::Standin) {
     let manager_key = alnum_key(3);
     // SAFETY of the test: the variable is only read by gateways built in this file.
     std::env::set_var(MANAGER_KEY_ENV, &manager_key);

@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use feldera_standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
 use http::{HeaderMap, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pipeline_gateway::config::Config;
-use pipeline_gateway::standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
 use pipeline_gateway::Gateway;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

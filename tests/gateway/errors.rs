@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pipeline_gateway::standin::Fault;
+use feldera_standin::Fault;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -140,7 +140,7 @@ async fn credentials_pass_strip_and_replace_are_observed_at_the_manager() {
     // SAFETY of the test: the variable name is unique to this test.
     std::env::set_var("PIPELINE_GATEWAY_TEST_REPLACE_KEY", "apikey:gateway-own");
     // A manager with authentication on: it accepts only the gateway's own key.
-    let upstream = standin_with(pipeline_gateway::standin::StandinOptions {
+    let upstream = standin_with(feldera_standin::StandinOptions {
         require_api_key: Some("apikey:gateway-own".into()),
         ..seeded()
     })

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pipeline_gateway::standin::Fault;
+use feldera_standin::Fault;
 
 use crate::common::*;
 

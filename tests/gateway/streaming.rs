@@ -15,7 +15,7 @@ const MAX_GROWTH: u64 = 40 * MB;
 
 #[tokio::test]
 async fn endless_egress_streams_100_mb_with_flat_memory() {
-    let upstream = standin_with(pipeline_gateway::standin::StandinOptions {
+    let upstream = standin_with(feldera_standin::StandinOptions {
         egress_chunk_bytes: 64 * 1024,
         ..seeded()
     })

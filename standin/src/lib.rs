@@ -1,5 +1,7 @@
 //! The stand-in pipeline manager: an in-memory imitation of Feldera's pipeline manager that the
-//! gateway's demo, tests and benchmarks put behind the gateway.
+//! gateway's demo, tests and benchmarks put behind the gateway. A crate of its own: the
+//! gateway's library never imports it (only its binary, for `demo` and `stand-in`, and its
+//! tests do), and it imports nothing of the gateway.
 //!
 //! It owns the listener, the connections, the test hooks (recorded requests, faults, ingested
 //! byte count) and the options; [`state`] owns the pipelines and their lifecycle, [`handlers`]
@@ -17,7 +19,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use pipeline_gateway::standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
+//! use feldera_standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
 //! let opts = StandinOptions {
 //!     seed: vec![SeedPipeline { name: "orders".into(), status: SeedStatus::Standby }],
 //!     ..StandinOptions::default()
@@ -28,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 pub mod cli;
 mod handlers;
 mod state;
