@@ -5,7 +5,8 @@
 //! is nothing to add). [`GatewayError::into_response`] renders it as
 //! `{"message","error_code","details"}` with `content-type: application/json` and
 //! `x-error-source` saying who produced it (`gateway`, or `upstream` when the gateway rewrote a
-//! non-conforming upstream error). Internal detail that must not reach clients goes into
+//! non-conforming upstream error), `cache-control: no-store` and
+//! `x-content-type-options: nosniff`. Internal detail that must not reach clients goes into
 //! [`ErrorInfo::internal`], a response extension the access log reads.
 //!
 //! Modules keep their own error enums and convert to this type at their layer boundary; no
@@ -158,6 +159,12 @@ impl GatewayError {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(ERROR_SOURCE, inner.source.header_value());
+        // An error is about this one request: never cached, never sniffed into HTML.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         for (name, value) in inner.headers {
             headers.append(name, value);
         }
@@ -327,6 +334,11 @@ mod tests {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(response.headers()[ERROR_SOURCE], "gateway");
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            response.headers()[header::X_CONTENT_TYPE_OPTIONS],
+            "nosniff"
+        );
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(value["error_code"], "PayloadTooLarge");

@@ -15,6 +15,7 @@
 //! `InvalidRequestBody`.
 
 pub mod body;
+pub mod decode;
 pub mod headers;
 pub mod normalize;
 pub mod pool;

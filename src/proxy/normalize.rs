@@ -3,19 +3,28 @@
 //! Only responses with status >= 400 are looked at, and never a 101, a response to `HEAD`,
 //! or the 503 of `GET /v0/cluster_healthz` (its `HealthStatus` body is parsed by clients).
 //! Success bodies and streams are never touched. The body is read with a bound in size
-//! ([`MAX_ERROR_BODY`]) and time; a longer body is passed through unchanged, streamed.
+//! ([`MAX_ERROR_BODY`]) and time ([`ERROR_BODY_TIMEOUT`]).
 //!
-//! - A body already in the schema (a JSON object with string `message`, string `error_code`
-//!   and a `details` key) passes through byte for byte, headers included.
+//! The manager compresses its errors whenever the client sends `Accept-Encoding` (Feldera's
+//! Python SDK always does), so an encoded body is decoded first ([`super::decode`]; the bound
+//! applies to the decoded size too) and judged on what it says:
+//!
+//! - A body in the schema (a JSON object with string `message`, string `error_code` and a
+//!   `details` key) passes through byte for byte — still encoded — with its headers.
 //! - A JSON object with `error_code` and/or `message` but no `details` keeps them and gets
 //!   `details: {}` (the manager's unknown-API-key 401 and wrong-method 403).
 //! - An empty 404 becomes `UnknownEndpoint`; an empty 401 becomes `AuthenticationFailed`
 //!   with the reason from `WWW-Authenticate`'s `error_description`.
+//! - A body longer than the bound (encoded or decoded) becomes `UpstreamError` quoting its
+//!   first <= 1 KiB with `details.truncated = true`: never a raw multi-megabyte text body.
+//! - A body whose coding is unknown or whose stream is corrupt becomes `UpstreamError` with
+//!   `details {"upstream_status", "content_encoding", "reason": "undecodable body"}`.
 //! - Anything else becomes `UpstreamError` with `details {"upstream_status", "body"}` (the
-//!   first <= 1 KiB of the body as text).
+//!   first <= 1 KiB of the decoded body as text).
 //!
-//! Rewritten responses keep the upstream's status and headers (`Retry-After`,
-//! `WWW-Authenticate`, …) and carry `x-error-source: upstream`.
+//! Rewritten responses are plain JSON (`Content-Encoding` removed, `Content-Length` of the new
+//! body), keep the upstream's status and other headers (`Retry-After`, `WWW-Authenticate`,
+//! `Vary`, …) and carry `x-error-source: upstream`.
 
 use std::time::Duration;
 
@@ -27,6 +36,8 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::body::{self, Body, Response};
+
+use super::decode;
 use crate::errors::GatewayError;
 
 /// The most bytes of an upstream error body the gateway reads to normalize it.
@@ -60,32 +71,94 @@ pub async fn normalize(response: http::Response<Incoming>, upstream: &str, path:
         Ok(true)
     })
     .await;
-    match read {
-        Ok(Ok(true)) => {}
-        Ok(Ok(false)) => {
-            // Too long to judge: pass it through as it is, streamed.
-            let body = body::boxed(super::body::Prefixed::new(buffer.freeze(), incoming));
-            return http::Response::from_parts(parts, body);
-        }
-        Ok(Err(_)) => {
+    let complete = match read {
+        Ok(Ok(complete)) => complete,
+        Ok(Err(error)) => {
             return GatewayError::upstream_unavailable(upstream, "error body was cut off")
+                .with_internal(format!("reading the upstream error body: {error}"))
                 .into_response()
         }
         Err(_) => {
             return GatewayError::upstream_unavailable(upstream, "error body timed out")
                 .into_response()
         }
-    }
-    let bytes = buffer.freeze();
-    match rewrite(parts.status, &parts.headers, &bytes, path) {
-        None => http::Response::from_parts(parts, body::full(bytes)),
-        Some(error) => {
-            let mut response = error.into_response();
-            copy_headers(&parts.headers, response.headers_mut());
-            *response.status_mut() = parts.status;
-            response
+    };
+    let raw = buffer.freeze();
+    let codings = decode::codings(&parts.headers);
+    let decoded = if !complete {
+        // Too long to judge: the first part is quoted, never the whole body passed on.
+        let prefix = if codings.is_empty() {
+            raw.clone()
+        } else {
+            decode::decode_prefix(raw.clone(), &codings, QUOTED_BODY).await
+        };
+        return rewritten(
+            &parts,
+            too_long(parts.status, &prefix, &codings, &parts.headers),
+        );
+    } else if codings.is_empty() {
+        raw.clone()
+    } else {
+        match decode::decode(raw.clone(), &codings, MAX_ERROR_BODY).await {
+            Ok(decoded) => decoded,
+            Err(decode::DecodeError::TooLarge { .. }) => {
+                let prefix = decode::decode_prefix(raw, &codings, QUOTED_BODY).await;
+                return rewritten(
+                    &parts,
+                    too_long(parts.status, &prefix, &codings, &parts.headers),
+                );
+            }
+            Err(decode::DecodeError::Undecodable(reason)) => {
+                let error =
+                    GatewayError::new(parts.status, "UpstreamError", status_text(parts.status))
+                        .with_details(json!({
+                            "upstream_status": parts.status.as_u16(),
+                            "content_encoding": decode::content_encoding_text(&parts.headers),
+                            "reason": "undecodable body",
+                        }))
+                        .with_internal(reason)
+                        .from_upstream();
+                return rewritten(&parts, error);
+            }
         }
+    };
+    match rewrite(parts.status, &parts.headers, &decoded, path) {
+        // Conforming: the upstream's bytes, still encoded, and its headers, untouched.
+        None => http::Response::from_parts(parts, body::full(raw)),
+        Some(error) => rewritten(&parts, error),
     }
+}
+
+/// The schema error for a body longer than the bound: `UpstreamError` quoting its start.
+fn too_long(
+    status: StatusCode,
+    prefix: &[u8],
+    codings: &[String],
+    headers: &HeaderMap,
+) -> GatewayError {
+    let mut details = json!({
+        "upstream_status": status.as_u16(),
+        "body": quote(prefix),
+        "truncated": true,
+    });
+    if !codings.is_empty() {
+        details["content_encoding"] = decode::content_encoding_text(headers).into();
+    }
+    GatewayError::new(status, "UpstreamError", status_text(status))
+        .with_details(details)
+        .with_internal(format!(
+            "upstream error body longer than {MAX_ERROR_BODY} bytes"
+        ))
+        .from_upstream()
+}
+
+/// `error` as the response, with the upstream's status and its headers that do not describe
+/// the old body (`Content-Encoding` goes: the new body is plain JSON; `Vary` stays).
+fn rewritten(parts: &http::response::Parts, error: GatewayError) -> Response {
+    let mut response = error.into_response();
+    copy_headers(&parts.headers, response.headers_mut());
+    *response.status_mut() = parts.status;
+    response
 }
 
 /// The schema error for a non-conforming body, or `None` when it conforms.
@@ -162,8 +235,11 @@ fn quote(bytes: &[u8]) -> String {
 /// Copies the upstream's headers onto the rewritten response, except those that describe
 /// the old body.
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+    // The error's own headers (content type, source, caching) win over the upstream's.
+    let own: Vec<header::HeaderName> = to.keys().cloned().collect();
     for (name, value) in from {
-        if name == header::CONTENT_TYPE
+        if own.contains(name)
+            || name == header::CONTENT_TYPE
             || name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::CONTENT_ENCODING
