@@ -23,7 +23,7 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const FELDERA_TENANT: HeaderName = HeaderName::from_static("feldera-tenant");
 
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -31,6 +31,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    // The h2c upgrade's settings: meaningless once the upgrade is refused.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Whether the headers ask for a protocol upgrade (`Connection: upgrade` and `Upgrade`).
@@ -40,6 +42,17 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .any(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
+}
+
+/// Whether the headers ask for exactly a WebSocket upgrade: `Connection: upgrade` and one
+/// `Upgrade` line naming only `websocket` (RFC 6455 §4.1).
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    let only_websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(value), None) => value.as_bytes().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    only_websocket && is_upgrade(headers)
 }
 
 fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {

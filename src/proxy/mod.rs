@@ -2,6 +2,13 @@
 //! upstream, streams both bodies, tunnels WebSocket upgrades, and brings upstream errors into
 //! the schema.
 //!
+//! Upgrades: only a `GET` asking for exactly `websocket` on an endpoint the catalog marks as
+//! a WebSocket (the manager's ad-hoc `query`) is forwarded as an upgrade; anywhere else the
+//! `Upgrade` header (and `HTTP2-Settings`) is stripped and the request goes on as a plain one.
+//! An upstream `101` is tunnelled only in answer to such a request and only to `websocket`;
+//! any other `101` becomes 502 `UpstreamUnavailable` ("unexpected protocol upgrade"), never a
+//! tunnel — a tunnel is a connection on which nothing the gateway checks applies anymore.
+//!
 //! Bodies are never buffered: the request body goes up as the client sends it (counted
 //! against the route's limit by [`body::Tracked`]), the response body comes down as the
 //! upstream sends it. Only error bodies (status >= 400) are read, with a bound, to be
@@ -78,11 +85,18 @@ async fn forward(mut request: Request) -> Result<Response, GatewayError> {
     if let Some(log) = request.extensions().get::<RequestLog>() {
         log.set_upstream(pool.name.clone());
     }
-    let endpoint_name = request
+    let endpoint = request
         .extensions()
         .get::<Classified>()
-        .map_or("unclassified", |c| c.endpoint.name);
-    let upgrade = headers::is_upgrade(request.headers());
+        .map(|c| c.endpoint)
+        .ok_or_else(|| GatewayError::internal("the request was not classified"))?;
+    let endpoint_name = endpoint.name;
+    // Upgrades only where the manager serves a WebSocket, and only to one: anywhere else the
+    // `Upgrade` header is stripped (a server may ignore it, RFC 9110 §7.8), so no tunnel can
+    // carry requests past the stack's checks.
+    let upgrade = endpoint.websocket
+        && request.method() == Method::GET
+        && headers::is_websocket_upgrade(request.headers());
     let server_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let client_ip = request
         .extensions()
@@ -229,10 +243,19 @@ async fn respond(
 ) -> Response {
     let status = response.status();
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(server_upgrade) = server_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(server_upgrade, upstream_upgrade));
-        }
+        // A tunnel only where one was asked for and allowed, and only to a WebSocket.
+        let Some(server_upgrade) =
+            server_upgrade.filter(|_| headers::is_websocket_upgrade(response.headers()))
+        else {
+            return GatewayError::upstream_unavailable(upstream, "unexpected protocol upgrade")
+                .with_internal(format!(
+                    "the upstream answered 101 (upgrade {:?}) to a request that may not upgrade",
+                    response.headers().get(http::header::UPGRADE)
+                ))
+                .into_response();
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(server_upgrade, upstream_upgrade));
         return normalize::passthrough(response);
     }
     headers::strip_hop_by_hop(response.headers_mut(), false);

@@ -109,6 +109,9 @@ pub struct Endpoint {
     pub name: &'static str,
     pub class: EndpointClass,
     pub access: Access,
+    /// The manager serves this endpoint as a WebSocket too: the only place a client may ask
+    /// for a protocol upgrade (and only to `websocket`).
+    pub websocket: bool,
 }
 
 /// Every endpoint name the catalog can produce, for configuration checks.
@@ -198,6 +201,15 @@ const fn ep(name: &'static str, class: EndpointClass, access: Access) -> Endpoin
         name,
         class,
         access,
+        websocket: false,
+    }
+}
+
+/// The same endpoint, also served as a WebSocket.
+const fn websocket(endpoint: Endpoint) -> Endpoint {
+    Endpoint {
+        websocket: true,
+        ..endpoint
     }
 }
 
@@ -422,7 +434,7 @@ fn pipeline_endpoint(m: &str, rest: &[&str]) -> Option<(Option<Endpoint>, &'stat
         ["start_transaction"] => post(write("start_transaction", C::Write)),
         ["commit_transaction"] => post(write("commit_transaction", C::Write)),
         ["clock", "advance"] => post(write("clock/advance", C::Write)),
-        ["query"] => get(write("query", C::Stream)),
+        ["query"] => get(websocket(write("query", C::Stream))),
         ["ingress", _] => post(write("ingress", C::Ingress)),
         ["egress", _] => post(write("egress", C::Stream)),
         ["tables" | "views", _, "connectors", _, "stats"] => get(read("connector.stats")),
@@ -458,6 +470,21 @@ mod tests {
         assert_eq!(e.code(), "MethodNotAllowed");
         let response = e.into_response();
         assert_eq!(response.headers()[http::header::ALLOW], "POST");
+    }
+
+    #[test]
+    fn only_the_query_endpoint_is_a_websocket() {
+        let query = classify(&Method::GET, "/v0/pipelines/p/query").unwrap();
+        assert!(query.endpoint.websocket);
+        for (m, p) in [
+            (Method::GET, "/v0/pipelines"),
+            (Method::DELETE, "/v0/pipelines/p"),
+            (Method::GET, "/v0/pipelines/p/logs"),
+            (Method::POST, "/v0/pipelines/p/egress/v"),
+            (Method::GET, "/v0/pipelines/p/a/b/c/d/e/f/g"),
+        ] {
+            assert!(!classify(&m, p).unwrap().endpoint.websocket, "{m} {p}");
+        }
     }
 
     #[test]

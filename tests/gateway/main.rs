@@ -9,4 +9,5 @@ mod errors;
 mod forwarding;
 mod lifecycle;
 mod streaming;
+mod upgrades;
 mod validation;
