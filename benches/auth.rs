@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use keys::{jwks, TestKey};
+use keys::{key_sources, TestKey};
 use pipeline_gateway::auth::{apikey, Authenticator};
 use pipeline_gateway::config::auth::AuthConfig;
 use prometheus_client::registry::Registry;
@@ -19,7 +19,7 @@ use serde_json::json;
 
 const ISS: &str = "https://idp.example.com/";
 
-fn authenticator(jwks_file: &str, api_key: &str, cache: usize) -> Authenticator {
+fn authenticator(sources: &str, api_key: &str, cache: usize) -> Authenticator {
     let config: AuthConfig = toml::from_str(&format!(
         r#"
         token_cache_size = {cache}
@@ -31,7 +31,7 @@ fn authenticator(jwks_file: &str, api_key: &str, cache: usize) -> Authenticator 
         issuer = "{ISS}"
         audiences = ["feldera-api"]
         algorithms = ["HS256", "RS256", "ES256", "EdDSA"]
-        jwks_file = "{jwks_file}"
+        {sources}
         "#,
         apikey::hash(api_key)
     ))
@@ -51,13 +51,11 @@ fn bench(c: &mut Criterion) {
         TestKey::eddsa("ed"),
     ];
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("jwks.json");
     let refs: Vec<&TestKey> = keys.iter().collect();
-    std::fs::write(&path, jwks(&refs).to_string()).expect("jwks file");
+    let sources = key_sources(&refs, dir.path());
     let api_key = apikey::generate();
-    let path = path.display().to_string();
-    let cold = authenticator(&path, &api_key, 0);
-    let cached = authenticator(&path, &api_key, 10_000);
+    let cold = authenticator(&sources, &api_key, 0);
+    let cached = authenticator(&sources, &api_key, 10_000);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock")

@@ -22,7 +22,7 @@ use pipeline_gateway::auth::apikey;
 use pipeline_gateway::config::Config;
 use pipeline_gateway::Gateway;
 use serde_json::{json, Value};
-use support::keys::{b64, hmac_sha256, jwks, TestKey};
+use support::keys::{b64, hmac_sha256, jwks, key_sources, TestKey};
 use tokio::net::TcpListener;
 
 type Handler = Arc<dyn Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
@@ -261,8 +261,9 @@ async fn get(gateway: &Gateway, path: &str, bearer: &str) -> Answer {
     send(gateway, Method::GET, path, &[("authorization", &auth)]).await
 }
 
-/// `[auth]` with one JWT issuer reading `jwks_file`, plus `extra`.
-fn jwt_auth(jwks_file: &str, algorithms: &[&str], extra: &str) -> String {
+/// `[auth]` with one JWT issuer whose keys come from `sources` (see `key_sources`), plus
+/// `extra`.
+fn jwt_auth(sources: &str, algorithms: &[&str], extra: &str) -> String {
     format!(
         r#"
         [auth]
@@ -272,7 +273,7 @@ fn jwt_auth(jwks_file: &str, algorithms: &[&str], extra: &str) -> String {
         issuer = "{ISS}"
         audiences = ["feldera-api"]
         algorithms = {algorithms:?}
-        jwks_file = "{jwks_file}"
+        {sources}
         leeway = "30s"
         role_claim = "feldera_role"
         tenant_claim = "tenant"
@@ -500,9 +501,9 @@ async fn mode_off_forwards_everything_as_an_anonymous_owner() {
 async fn tenant_spoofing_is_403_not_a_tenant_member() {
     let files = Files::new();
     let key = TestKey::hs256("k1");
-    let jwks_file = files.write("jwks.json", &jwks(&[&key]).to_string());
+    let sources = key_sources(&[&key], files.dir.path());
     let api_key = apikey::generate();
-    let mut auth = jwt_auth(&jwks_file, &["HS256"], "");
+    let mut auth = jwt_auth(&sources, &["HS256"], "");
     auth.push_str(&format!(
         "[[auth.api_keys]]\nname = \"ci\"\nsha256 = \"{}\"\nrole = \"write\"\ntenant = \"acme\"\n",
         apikey::hash(&api_key)
@@ -541,7 +542,7 @@ async fn jwt_principal_reaches_the_upstream_with_tenant_and_claim_headers() {
     let gw = gateway(
         echo_upstream().await,
         "",
-        &jwt_auth(&jwks_file, &["RS256"], ""),
+        &jwt_auth(&format!("jwks_file = \"{jwks_file}\""), &["RS256"], ""),
     )
     .await;
     let token = key.token(&claims());
@@ -587,7 +588,7 @@ async fn websocket_subprotocol_credential_is_accepted() {
     let gw = gateway(
         echo_upstream().await,
         "",
-        &jwt_auth(&jwks_file, &["ES256"], ""),
+        &jwt_auth(&format!("jwks_file = \"{jwks_file}\""), &["ES256"], ""),
     )
     .await;
     let token = key.token(&claims());
@@ -672,11 +673,11 @@ async fn every_jwt_refusal_reports_its_reason() {
     let files = Files::new();
     let rsa = TestKey::rs256("rsa");
     let hs = TestKey::hs256("hs");
-    let jwks_file = files.write("jwks.json", &jwks(&[&rsa, &hs]).to_string());
+    let sources = key_sources(&[&rsa, &hs], files.dir.path());
     let gw = gateway(
         echo_upstream().await,
         "",
-        &jwt_auth(&jwks_file, &["RS256", "HS256"], ""),
+        &jwt_auth(&sources, &["RS256", "HS256"], ""),
     )
     .await;
     let good = claims();
@@ -898,6 +899,98 @@ async fn a_new_kid_is_accepted_after_rotation_without_restart() {
         fetches + 1,
         "one refetch for the unknown kid"
     );
+}
+
+#[tokio::test]
+async fn a_published_symmetric_key_never_verifies_anything() {
+    let (rsa, secret) = (TestKey::rs256("rsa"), TestKey::hs256("shared"));
+    // The identity provider publishes its HMAC secret beside its RSA key: anyone can read it
+    // and mint tokens with it.
+    let idp = JwksServer::start(&[&rsa, &secret]).await;
+    let auth = url_auth(&idp.url(), "1h").replace(
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]",
+        "algorithms = [\"RS256\"]",
+    );
+    let gw = gateway(echo_upstream().await, "", &auth).await;
+    wait_ready(&gw).await;
+    let minted = secret.token(&with(claims(), "feldera_role", json!("owner")));
+    let answer = get(&gw, "/v0/pipelines", &minted).await;
+    answer.assert_refused(401, "AuthenticationFailed", "unsupported_algorithm");
+    assert_eq!(gw.authenticator().key_set_refusals("symmetric_key"), 1);
+    // The asymmetric key of the same set works.
+    assert_eq!(
+        get(&gw, "/v0/pipelines", &rsa.token(&claims()))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // And HS256 cannot even be configured for an issuer whose keys are fetched.
+    let with_hs = url_auth(&idp.url(), "1h").replace(
+        "algorithms = [\"RS256\", \"ES256\", \"EdDSA\"]",
+        "algorithms = [\"RS256\", \"HS256\"]",
+    );
+    let text = format!(
+        "[[upstreams]]\nname = \"m\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+         [[routes]]\nupstream = \"m\"\ndefault = true\n{with_hs}"
+    );
+    let error = pipeline_gateway::config::Config::from_toml(&text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("auth.jwt[0].algorithms[1]: HS256 needs a shared secret"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_key_set_with_a_duplicate_kid_is_refused_and_the_last_good_one_kept() {
+    let (first, second) = (TestKey::rs256("k1"), TestKey::es256("k2"));
+    let idp = JwksServer::start(&[&first]).await;
+    let gw = gateway(echo_upstream().await, "", &url_auth(&idp.url(), "0s")).await;
+    wait_ready(&gw).await;
+    // The new document lists kid "k1" twice (its old RSA key and an attacker's EC key).
+    let impostor = TestKey::es256("k1");
+    idp.set_keys(&[&first, &impostor, &second]);
+    let fetches = idp.fetches();
+    // An unknown kid makes the gateway fetch the new document — which it refuses.
+    get(&gw, "/v0/pipelines", &second.token(&claims()))
+        .await
+        .assert_refused(401, "AuthenticationFailed", "unknown_key");
+    assert_eq!(idp.fetches(), fetches + 1);
+    assert_eq!(gw.authenticator().key_set_refusals("duplicate_kid"), 1);
+    // Never "try both": the impostor's token is refused, the old key still verifies.
+    get(&gw, "/v0/pipelines", &impostor.token(&claims()))
+        .await
+        .assert_refused(401, "AuthenticationFailed", "unsupported_algorithm");
+    assert_eq!(
+        get(&gw, "/v0/pipelines", &first.token(&claims()))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_kid_is_refused_when_the_issuer_has_several_keys() {
+    let (a, b) = (TestKey::rs256("a"), TestKey::rs256("b"));
+    let no_kid = |key: &TestKey| {
+        let header = json!({ "alg": "RS256", "typ": "JWT" }).to_string();
+        key.token_raw(&header, &claims().to_string())
+    };
+    let idp = JwksServer::start(&[&a]).await;
+    let gw = gateway(echo_upstream().await, "", &url_auth(&idp.url(), "1h")).await;
+    wait_ready(&gw).await;
+    // One key: which one is meant is clear.
+    assert_eq!(
+        get(&gw, "/v0/pipelines", &no_kid(&a)).await.status,
+        StatusCode::OK
+    );
+    let idp2 = JwksServer::start(&[&a, &b]).await;
+    let gw2 = gateway(echo_upstream().await, "", &url_auth(&idp2.url(), "1h")).await;
+    wait_ready(&gw2).await;
+    get(&gw2, "/v0/pipelines", &no_kid(&a))
+        .await
+        .assert_refused(401, "AuthenticationFailed", "unknown_key");
 }
 
 #[tokio::test]

@@ -4,8 +4,11 @@
 //! A [`KeySet`] keeps only keys usable for signatures (`use` absent or `sig`, `key_ops` absent
 //! or containing `verify`), each with the key type, curve and optional `alg` that
 //! [`VerifyKey::fits`] matches against a token's `alg` (RFC 8725 §3.1: no HS256 with an RSA
-//! public key; HMAC secrets shorter than the hash are refused). A document without any usable
-//! key is an error, and an error never replaces the last good set.
+//! public key; HMAC secrets shorter than the hash are refused). A published document never
+//! provides a symmetric key: `kty: oct` entries are dropped (counted and logged) — a secret
+//! anyone can read is a key anyone can sign with; shared secrets come only from configuration
+//! ([`VerifyKey::hmac`]). A document with two keys of one `kid`, or without any usable key, is
+//! refused ([`KeySetError`]), and a refusal never replaces the last good set.
 //!
 //! [`JwksCache`] fetches from a file, a URL, or the URL that OpenID discovery names (whose
 //! `issuer` must equal the configured one). Refresh: in the background every
@@ -21,7 +24,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
@@ -30,6 +32,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use crate::config::auth::{fetchable_url, JwtProviderConfig};
@@ -140,14 +146,8 @@ impl VerifyKey {
             Some(_) => return Err("a key's kid is not a string".into()),
         };
         let kind = match (text("kty"), text("crv")) {
-            (Some("oct"), _) => {
-                let secret = text("k").ok_or("an oct key has no k")?;
-                let len = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(secret.trim_end_matches('='))
-                    .map_err(|_| "an oct key's k is not base64url")?
-                    .len();
-                KeyKind::Oct(len)
-            }
+            // A secret in a published key set is a secret anyone can read: never used.
+            (Some("oct"), _) => return Ok(None),
             (Some("RSA"), _) => KeyKind::Rsa,
             (Some("EC"), Some("P-256")) => KeyKind::EcP256,
             (Some("EC"), Some("P-384")) => KeyKind::EcP384,
@@ -164,6 +164,17 @@ impl VerifyKey {
             key,
         }))
     }
+
+    /// A shared secret from configuration (never from a key set), for HS256/384/512.
+    pub fn hmac(kid: Option<String>, secret: &[u8]) -> Result<VerifyKey, String> {
+        Ok(VerifyKey {
+            kid,
+            alg: None,
+            kind: KeyKind::Oct(secret.len()),
+            key: DecodingKey::from_secret(secret)
+                .map_err(|e| format!("a shared secret is unusable: {e}"))?,
+        })
+    }
 }
 
 /// A provider's keys usable for signatures.
@@ -172,25 +183,89 @@ pub struct KeySet {
     keys: Vec<VerifyKey>,
 }
 
+/// Why a JWKS document was refused (the previous set, if any, stays in use).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeySetError {
+    /// Not JSON, no `keys` array, or a key that does not parse.
+    #[error("{0}")]
+    Malformed(String),
+    /// Two keys share a `kid`: which one a token means is ambiguous, so neither is trusted.
+    #[error("two keys have the kid \"{0}\"")]
+    DuplicateKid(String),
+    /// Nothing left to verify with (symmetric keys are never taken from a key set).
+    #[error("the key set has no key usable for signatures")]
+    NoUsableKey,
+}
+
+impl KeySetError {
+    /// The `reason` label of the refusal metric.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeySetError::Malformed(_) => "malformed",
+            KeySetError::DuplicateKid(_) => "duplicate_kid",
+            KeySetError::NoUsableKey => "no_usable_key",
+        }
+    }
+}
+
+/// A parsed JWKS document: the usable keys, and how many symmetric (`oct`) keys it published
+/// that will never be used.
+#[derive(Debug)]
+pub struct ParsedKeySet {
+    pub keys: KeySet,
+    pub symmetric_refused: usize,
+}
+
 impl KeySet {
-    /// Parses a JWKS document (`{"keys": [...]}`); an error when no key is usable.
-    pub fn parse(bytes: &[u8]) -> Result<KeySet, String> {
-        let document: Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS document: {e}"))?;
+    /// Parses a JWKS document (`{"keys": [...]}`), keeping only asymmetric signature keys.
+    /// Refused: two keys with the same `kid` (among all listed keys, used or not), or a
+    /// document with no usable key.
+    pub fn parse(bytes: &[u8]) -> Result<KeySet, KeySetError> {
+        Self::parse_document(bytes).map(|parsed| parsed.keys)
+    }
+
+    /// [`KeySet::parse`], also counting the symmetric keys that were refused.
+    pub fn parse_document(bytes: &[u8]) -> Result<ParsedKeySet, KeySetError> {
+        let document: Value = serde_json::from_slice(bytes)
+            .map_err(|e| KeySetError::Malformed(format!("not a JWKS document: {e}")))?;
         let listed = document
             .get("keys")
             .and_then(Value::as_array)
-            .ok_or("not a JWKS document: no \"keys\" array")?;
-        let mut keys = Vec::new();
+            .ok_or_else(|| {
+                KeySetError::Malformed("not a JWKS document: no \"keys\" array".into())
+            })?;
+        let mut kids: Vec<&str> = Vec::new();
         for value in listed {
-            if let Some(key) = VerifyKey::parse(value)? {
+            if let Some(kid) = value.get("kid").and_then(Value::as_str) {
+                if kids.contains(&kid) {
+                    return Err(KeySetError::DuplicateKid(kid.to_owned()));
+                }
+                kids.push(kid);
+            }
+        }
+        let mut keys = Vec::new();
+        let mut symmetric_refused = 0;
+        for value in listed {
+            if value.get("kty").and_then(Value::as_str) == Some("oct") {
+                symmetric_refused += 1;
+                continue;
+            }
+            if let Some(key) = VerifyKey::parse(value).map_err(KeySetError::Malformed)? {
                 keys.push(key);
             }
         }
         if keys.is_empty() {
-            return Err("the key set has no key usable for signatures".into());
+            return Err(KeySetError::NoUsableKey);
         }
-        Ok(KeySet { keys })
+        Ok(ParsedKeySet {
+            keys: KeySet { keys },
+            symmetric_refused,
+        })
+    }
+
+    /// A set made of the given keys (shared secrets from configuration).
+    pub fn from_keys(keys: Vec<VerifyKey>) -> KeySet {
+        KeySet { keys }
     }
 
     pub fn len(&self) -> usize {
@@ -201,7 +276,8 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Keys with this `kid` (any `kid` when the token names none).
+    /// Keys with this `kid` (every key when the token names none; the verifier allows that
+    /// only while the issuer has exactly one key).
     pub fn candidates<'a>(&'a self, kid: Option<&'a str>) -> impl Iterator<Item = &'a VerifyKey> {
         self.keys
             .iter()
@@ -222,6 +298,40 @@ pub enum KeySource {
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+/// What key sets did that an operator must hear about: documents refused (the previous set
+/// stays) and keys in them that were never used. Shared by every issuer.
+#[derive(Debug, Clone, Default)]
+pub struct KeySetMetrics {
+    refusals: Family<RefusalLabels, Counter>,
+}
+
+impl KeySetMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "auth_jwks_refusals",
+            "Key-set documents refused (reason: malformed, duplicate_kid, no_usable_key) or \
+             symmetric keys in them ignored (reason: symmetric_key)",
+            self.refusals.clone(),
+        );
+    }
+
+    fn refused(&self, reason: &'static str, by: u64) {
+        self.refusals
+            .get_or_create(&RefusalLabels { reason })
+            .inc_by(by);
+    }
+
+    /// Refusals counted so far for `reason` (tests).
+    pub fn count(&self, reason: &'static str) -> u64 {
+        self.refusals.get_or_create(&RefusalLabels { reason }).get()
+    }
+}
+
 /// A provider's key set, kept fresh.
 pub struct JwksCache {
     issuer: Arc<str>,
@@ -236,6 +346,7 @@ pub struct JwksCache {
     cooldown: Duration,
     refresh: Duration,
     fetches: AtomicU64,
+    metrics: KeySetMetrics,
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -250,7 +361,11 @@ impl std::fmt::Debug for JwksCache {
 
 impl JwksCache {
     /// Builds the cache; a `jwks_file` is loaded at once (an error if it cannot be).
-    pub fn new(config: &JwtProviderConfig, clock: Arc<dyn Clock>) -> Result<JwksCache, String> {
+    pub fn new(
+        config: &JwtProviderConfig,
+        clock: Arc<dyn Clock>,
+        metrics: KeySetMetrics,
+    ) -> Result<JwksCache, String> {
         let source = if let Some(path) = &config.jwks_file {
             KeySource::File(path.clone())
         } else if let Some(url) = &config.jwks_url {
@@ -275,11 +390,12 @@ impl JwksCache {
             cooldown: config.refetch_cooldown,
             refresh: config.jwks_refresh,
             fetches: AtomicU64::new(0),
+            metrics,
         };
         if let KeySource::File(path) = &cache.source {
             let bytes =
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            cache.store(KeySet::parse(&bytes)?);
+            cache.install(&bytes)?;
         }
         Ok(cache)
     }
@@ -306,6 +422,30 @@ impl JwksCache {
     /// Fetches attempted so far (background, refetch and initial).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::SeqCst)
+    }
+
+    /// Parses a fetched document and, unless it is refused, makes it the current set.
+    fn install(&self, bytes: &[u8]) -> Result<(), String> {
+        match KeySet::parse_document(bytes) {
+            Ok(parsed) => {
+                if parsed.symmetric_refused > 0 {
+                    tracing::warn!(
+                        issuer = %self.issuer,
+                        keys = parsed.symmetric_refused,
+                        "the key set publishes symmetric (oct) keys: a published secret is \
+                         readable by anyone, so they are never used"
+                    );
+                    self.metrics
+                        .refused("symmetric_key", parsed.symmetric_refused as u64);
+                }
+                self.store(parsed.keys);
+                Ok(())
+            }
+            Err(error) => {
+                self.metrics.refused(error.as_str(), 1);
+                Err(format!("key set refused: {error}"))
+            }
+        }
     }
 
     fn store(&self, keys: KeySet) {
@@ -376,7 +516,7 @@ impl JwksCache {
                 self.get(fetchable_url(jwks_uri)?).await?
             }
         };
-        self.store(KeySet::parse(&bytes)?);
+        self.install(&bytes)?;
         Ok(max_age)
     }
 
@@ -438,8 +578,15 @@ mod tests {
     use serde_json::json;
 
     fn oct(kid: &str, bytes: usize) -> Value {
+        use base64::Engine as _;
         let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![7u8; bytes]);
         json!({ "kty": "oct", "kid": kid, "k": k })
+    }
+
+    fn ed(kid: &str) -> Value {
+        use base64::Engine as _;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([9u8; 32]);
+        json!({ "kty": "OKP", "crv": "Ed25519", "kid": kid, "x": x })
     }
 
     #[tokio::test]
@@ -447,25 +594,22 @@ mod tests {
         use crate::auth::clock::FakeClock;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwks.json");
-        std::fs::write(&path, json!({ "keys": [oct("a", 32)] }).to_string()).unwrap();
+        std::fs::write(&path, json!({ "keys": [ed("a")] }).to_string()).unwrap();
         let config: JwtProviderConfig = toml::from_str(&format!(
-            "issuer = \"i\"\naudiences = [\"a\"]\nalgorithms = [\"HS256\"]\n\
+            "issuer = \"i\"\naudiences = [\"a\"]\nalgorithms = [\"EdDSA\"]\n\
              jwks_file = \"{}\"\nrefetch_cooldown = \"30s\"\n",
             path.display()
         ))
         .unwrap();
         let clock = FakeClock::at(std::time::UNIX_EPOCH);
-        let cache = JwksCache::new(&config, clock.clone()).unwrap();
+        let metrics = KeySetMetrics::default();
+        let cache = JwksCache::new(&config, clock.clone(), metrics.clone()).unwrap();
         assert_eq!(
             cache.fetches(),
             0,
             "the file is read at start, outside the count"
         );
-        std::fs::write(
-            &path,
-            json!({ "keys": [oct("a", 32), oct("b", 32)] }).to_string(),
-        )
-        .unwrap();
+        std::fs::write(&path, json!({ "keys": [ed("a"), ed("b")] }).to_string()).unwrap();
         let seen = cache.generation();
         cache.refetch(seen).await;
         assert_eq!(cache.fetches(), 1);
@@ -484,6 +628,16 @@ mod tests {
         cache.refetch(cache.generation()).await;
         assert_eq!(cache.fetches(), 3);
         assert_eq!(cache.keys().unwrap().len(), 2);
+        assert_eq!(metrics.count("malformed"), 1);
+        // So does a set with a duplicated kid: neither key is trusted, the old set stays.
+        std::fs::write(&path, json!({ "keys": [ed("c"), ed("c")] }).to_string()).unwrap();
+        clock.advance(Duration::from_secs(31));
+        cache.refetch(cache.generation()).await;
+        assert_eq!(cache.fetches(), 4);
+        let keys = cache.keys().unwrap();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.candidates(Some("c")).next().is_none());
+        assert_eq!(metrics.count("duplicate_kid"), 1);
     }
 
     #[test]
@@ -501,29 +655,64 @@ mod tests {
         let doc = json!({ "keys": [
             { "kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB" },
             { "kty": "EC", "crv": "P-521", "x": "AA", "y": "AA" },
-            oct("h", 32),
+            ed("e"),
         ]});
         let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
         assert_eq!(set.len(), 1);
         let empty = json!({ "keys": [{ "kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB" }] });
-        assert!(KeySet::parse(empty.to_string().as_bytes()).is_err());
-        assert!(KeySet::parse(b"[]").is_err());
+        assert_eq!(
+            KeySet::parse(empty.to_string().as_bytes()).unwrap_err(),
+            KeySetError::NoUsableKey
+        );
+        assert!(matches!(
+            KeySet::parse(b"[]").unwrap_err(),
+            KeySetError::Malformed(_)
+        ));
+    }
+
+    #[test]
+    fn symmetric_keys_in_a_key_set_are_never_used() {
+        let doc = json!({ "keys": [oct("h", 64), ed("e")] });
+        let parsed = KeySet::parse_document(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.symmetric_refused, 1);
+        assert_eq!(parsed.keys.len(), 1);
+        assert!(parsed.keys.candidates(Some("h")).next().is_none());
+        // A set of nothing but secrets is no key set at all.
+        let only = json!({ "keys": [oct("h", 64)] });
+        assert_eq!(
+            KeySet::parse(only.to_string().as_bytes()).unwrap_err(),
+            KeySetError::NoUsableKey
+        );
+    }
+
+    #[test]
+    fn two_keys_with_one_kid_refuse_the_set() {
+        // Even when one of the two would be ignored anyway.
+        for doc in [
+            json!({ "keys": [ed("k"), ed("k")] }),
+            json!({ "keys": [ed("k"), oct("k", 64)] }),
+        ] {
+            assert_eq!(
+                KeySet::parse(doc.to_string().as_bytes()).unwrap_err(),
+                KeySetError::DuplicateKid("k".into())
+            );
+        }
     }
 
     #[test]
     fn key_type_and_alg_must_fit_the_tokens_alg() {
-        let doc = json!({ "keys": [oct("short", 16), oct("long", 64)] });
-        let set = KeySet::parse(doc.to_string().as_bytes()).unwrap();
-        let short = set.candidates(Some("short")).next().unwrap();
-        let long = set.candidates(Some("long")).next().unwrap();
+        let short = VerifyKey::hmac(Some("short".into()), &[7; 16]).unwrap();
+        let long = VerifyKey::hmac(Some("long".into()), &[7; 64]).unwrap();
         assert!(!short.fits(Algorithm::HS256));
         assert!(long.fits(Algorithm::HS512));
         assert!(!long.fits(Algorithm::RS256));
-        let pinned = json!({ "keys": [{ "kty": "oct", "alg": "HS384", "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([1u8; 64]) }] });
+        let pinned =
+            json!({ "keys": [{ "kty": "RSA", "alg": "RS384", "n": "AQAB", "e": "AQAB" }] });
         let set = KeySet::parse(pinned.to_string().as_bytes()).unwrap();
         let key = set.candidates(None).next().unwrap();
-        assert!(key.fits(Algorithm::HS384));
-        assert!(!key.fits(Algorithm::HS256));
+        assert!(key.fits(Algorithm::RS384));
+        assert!(!key.fits(Algorithm::RS256));
+        assert!(!key.fits(Algorithm::HS384));
     }
 
     #[test]

@@ -14,12 +14,14 @@
 //!    missing → `missing_claim`, unknown → `invalid_issuer`. The provider's `algorithms`
 //!    allowlist then applies (`unsupported_algorithm`).
 //! 5. Claims (before the signature: cheap checks first; nothing they reveal is secret):
-//!    `exp` required (`missing_claim`) and `now < exp + leeway` (`token_expired`); `nbf`, when
-//!    present, `nbf <= now + leeway` (`token_not_yet_valid`); `aud` required, a string or an
+//!    `exp` required (`missing_claim`) and `now < exp + leeway` (`token_expired`); `nbf` and
+//!    `iat`, when present, `<= now + leeway` (`token_not_yet_valid`); `aud` required, a string or an
 //!    array of strings containing a configured audience (`invalid_audience`); `sub` and every
 //!    `required_claims` present and not null (`missing_claim`). Numeric claims of another
 //!    type are `malformed_credentials`.
-//! 6. Key: by `kid` in the provider's key set (any key when the token has no `kid`). No such
+//! 6. Key: by `kid` among the provider's configured shared secrets (`hmac_keys`, the only
+//!    source of HS* keys) and its key set (asymmetric keys only). A token without `kid` is
+//!    accepted only while the provider has exactly one key (`unknown_key` otherwise). No such
 //!    key → one rate-limited refetch of the key set ([`Outcome::NeedKeys`]), then
 //!    `unknown_key`; no key set ever loaded → 503 `AuthenticationUnavailable`. A key whose type,
 //!    curve or own `alg` does not fit the token's `alg` (HS256 with an RSA key) →
@@ -44,7 +46,7 @@ use serde_json::{Map, Number, Value};
 use crate::config::auth::{AuthConfig, JwtProviderConfig};
 
 use super::clock::Clock;
-use super::jwks::{algorithm, JwksCache};
+use super::jwks::{algorithm, JwksCache, KeySet, KeySetMetrics, VerifyKey};
 use super::{AuthError, Identity, Principal, Reason, Role};
 
 /// Largest token accepted (RFC 8725 §3.x: bound the work before decoding).
@@ -67,11 +69,28 @@ pub struct JwtProvider {
     default_role: Role,
     tenant_claim: Option<String>,
     required_claims: Vec<String>,
-    pub jwks: JwksCache,
+    /// The issuer's published key set (asymmetric keys only), when it has one.
+    pub jwks: Option<JwksCache>,
+    /// Shared secrets from configuration (HS256/384/512): never from a key set.
+    hmac: KeySet,
 }
 
 impl JwtProvider {
-    fn new(config: &JwtProviderConfig, clock: Arc<dyn Clock>) -> Result<JwtProvider, String> {
+    fn new(
+        config: &JwtProviderConfig,
+        clock: Arc<dyn Clock>,
+        metrics: &KeySetMetrics,
+    ) -> Result<JwtProvider, String> {
+        let has_key_set =
+            config.jwks_file.is_some() || config.jwks_url.is_some() || config.discovery;
+        let hmac = config
+            .hmac_keys
+            .iter()
+            .map(|key| {
+                key.load_secret()
+                    .and_then(|secret| VerifyKey::hmac(key.kid.clone(), &secret))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(JwtProvider {
             issuer: config.issuer.as_str().into(),
             audiences: config.audiences.clone(),
@@ -86,7 +105,12 @@ impl JwtProvider {
                 .ok_or_else(|| format!("unknown role {}", config.default_role))?,
             tenant_claim: config.tenant_claim.clone(),
             required_claims: config.required_claims.clone(),
-            jwks: JwksCache::new(config, clock)?,
+            jwks: if has_key_set {
+                Some(JwksCache::new(config, clock, metrics.clone())?)
+            } else {
+                None
+            },
+            hmac: KeySet::from_keys(hmac),
         })
     }
 }
@@ -114,12 +138,13 @@ impl JwtVerifier {
         config: &AuthConfig,
         clock: Arc<dyn Clock>,
         verifications: Counter,
+        key_sets: &KeySetMetrics,
     ) -> Result<JwtVerifier, String> {
         Ok(JwtVerifier {
             providers: config
                 .jwt
                 .iter()
-                .map(|p| JwtProvider::new(p, clock.clone()))
+                .map(|p| JwtProvider::new(p, clock.clone(), key_sets))
                 .collect::<Result<_, _>>()?,
             claim_headers: config
                 .claim_headers
@@ -179,28 +204,39 @@ impl JwtVerifier {
             _ => return Err(Reason::MissingClaim.into()),
         };
 
-        let generation = provider.jwks.generation();
-        let Some(keys) = provider.jwks.keys() else {
-            return if may_refetch {
+        // The issuer's keys: its configured secrets and its published set. A set that was
+        // never loaded lacks every key (refetch, or 503 when that was done already).
+        let jwks = provider.jwks.as_ref();
+        let generation = jwks.map_or(0, JwksCache::generation);
+        let published = jwks.and_then(JwksCache::keys);
+        let need_keys = || {
+            if may_refetch {
                 Ok(Outcome::NeedKeys {
                     provider: index,
                     generation,
                 })
-            } else {
+            } else if published.is_none() {
                 Err(AuthError::Unavailable {
                     issuer: provider.issuer.clone(),
                 })
-            };
-        };
-        let mut candidates = keys.candidates(kid).peekable();
-        if candidates.peek().is_none() {
-            return if may_refetch {
-                Ok(Outcome::NeedKeys {
-                    provider: index,
-                    generation,
-                })
             } else {
                 Err(Reason::UnknownKey.into())
+            }
+        };
+        let key_count = provider.hmac.len() + published.as_ref().map_or(0, |k| k.len());
+        if kid.is_none() && key_count > 1 {
+            // Which key is meant is ambiguous: the manager itself requires `kid`.
+            return Err(Reason::UnknownKey.into());
+        }
+        let mut candidates = provider
+            .hmac
+            .candidates(kid)
+            .chain(published.iter().flat_map(|keys| keys.candidates(kid)))
+            .peekable();
+        if candidates.peek().is_none() {
+            return match jwks {
+                Some(_) => need_keys(),
+                None => Err(Reason::UnknownKey.into()),
             };
         }
         let mut fitting = candidates.filter(|key| key.fits(alg)).peekable();
@@ -268,6 +304,12 @@ fn check_claims(
     }
     if let Some(nbf) = number("nbf")? {
         if nbf > now + provider.leeway {
+            return Err(Reason::TokenNotYetValid);
+        }
+    }
+    // A token issued in the future was minted by a clock (or a forger) that is wrong.
+    if let Some(iat) = number("iat")? {
+        if iat > now + provider.leeway {
             return Err(Reason::TokenNotYetValid);
         }
     }
@@ -472,7 +514,7 @@ mod tests {
     use super::*;
     use crate::auth::clock::FakeClock;
 
-    use super::test_keys::{b64, hmac_sha256, jwks, TestKey};
+    use super::test_keys::{b64, hmac_sha256, jwks, key_sources, TestKey};
 
     const ISS: &str = "https://idp.example.com/";
     const NOW: f64 = 1_700_000_000.0;
@@ -484,25 +526,24 @@ mod tests {
 
     fn fixture(keys: &[&TestKey], algorithms: &[&str], extra: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("jwks.json");
-        std::fs::write(&path, jwks(keys).to_string()).unwrap();
+        let sources = key_sources(keys, dir.path());
         let text = format!(
             r#"
             [[jwt]]
             issuer = "{ISS}"
             audiences = ["feldera-api"]
             algorithms = {algorithms:?}
-            jwks_file = "{}"
+            {sources}
             role_claim = "feldera_role"
             tenant_claim = "tenant"
             {extra}
-            "#,
-            path.display()
+            "#
         );
         let config: AuthConfig = toml::from_str(&text).unwrap();
         let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
         Fixture {
-            verifier: JwtVerifier::new(&config, clock, Counter::default()).unwrap(),
+            verifier: JwtVerifier::new(&config, clock, Counter::default(), &Default::default())
+                .unwrap(),
             _dir: dir,
         }
     }
@@ -524,6 +565,60 @@ mod tests {
             Err(AuthError::Failed(reason)) => reason,
             other => panic!("expected a 401 reason, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_beyond_leeway_is_not_yet_valid() {
+        let key = TestKey::rs256("k1");
+        let f = fixture(&[&key], &["RS256"], "leeway = \"30s\"");
+        let soon = key.token(&with(claims(), "iat", json!(NOW + 29.0)));
+        assert!(f.verifier.verify(&soon, NOW, false).is_ok());
+        let future = key.token(&with(claims(), "iat", json!(NOW + 31.0)));
+        assert_eq!(reason(&f, &future), Reason::TokenNotYetValid);
+        let text = key.token(&with(claims(), "iat", json!("yesterday")));
+        assert_eq!(reason(&f, &text), Reason::MalformedCredentials);
+    }
+
+    #[test]
+    fn a_token_without_kid_needs_an_issuer_with_exactly_one_key() {
+        let (a, b) = (TestKey::rs256("a"), TestKey::eddsa("b"));
+        let header = json!({ "alg": "RS256" }).to_string();
+        let token = a.token_raw(&header, &claims().to_string());
+        let one = fixture(&[&a], &["RS256", "EdDSA"], "");
+        assert!(one.verifier.verify(&token, NOW, false).is_ok());
+        let two = fixture(&[&a, &b], &["RS256", "EdDSA"], "");
+        assert_eq!(reason(&two, &token), Reason::UnknownKey);
+        // Configured secrets count as keys of the issuer too.
+        let hs = TestKey::hs256("h");
+        let mixed = fixture(&[&a, &hs], &["RS256", "HS256"], "");
+        assert_eq!(reason(&mixed, &token), Reason::UnknownKey);
+    }
+
+    #[test]
+    fn a_secret_published_in_the_key_set_never_verifies() {
+        // Even when the (unchecked) configuration allows HS256: the key set's `oct` key is
+        // dropped when the set is read, so a token signed with it finds no key.
+        let dir = tempfile::tempdir().unwrap();
+        let rsa = TestKey::rs256("rsa");
+        let published = TestKey::hs256("shared");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, jwks(&[&rsa, &published]).to_string()).unwrap();
+        let config: AuthConfig = toml::from_str(&format!(
+            "[[jwt]]\nissuer = \"{ISS}\"\naudiences = [\"feldera-api\"]\n\
+             algorithms = [\"RS256\", \"HS256\"]\njwks_file = \"{}\"\n",
+            path.display()
+        ))
+        .unwrap();
+        let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
+        let metrics = KeySetMetrics::default();
+        let verifier = JwtVerifier::new(&config, clock, Counter::default(), &metrics).unwrap();
+        let f = Fixture {
+            verifier,
+            _dir: dir,
+        };
+        assert_eq!(reason(&f, &published.token(&claims())), Reason::UnknownKey);
+        assert_eq!(metrics.count("symmetric_key"), 1);
+        assert!(f.verifier.verify(&rsa.token(&claims()), NOW, false).is_ok());
     }
 
     #[test]
@@ -728,7 +823,8 @@ mod tests {
         ))
         .unwrap();
         let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
-        let verifier = JwtVerifier::new(&config, clock, Counter::default()).unwrap();
+        let verifier =
+            JwtVerifier::new(&config, clock, Counter::default(), &Default::default()).unwrap();
         let c = json!({
             "iss": ISS, "sub": "bob", "aud": ["feldera-api"], "exp": NOW + 60.0,
             "realm": { "roles": ["viewer", "read", "admin"] },

@@ -46,6 +46,7 @@ use super::authorize::{authorize, select_tenant, Requirement, RoutePolicy};
 use super::cache::{token_key, TokenCache};
 use super::clock::{Clock, SystemClock};
 use super::credential;
+use super::jwks::{JwksCache, KeySetMetrics};
 use super::jwt::{JwtVerifier, Outcome, MAX_TOKEN_BYTES};
 use super::{AuthError, Credential, Identity, Principal, Reason, Role};
 
@@ -67,6 +68,7 @@ pub struct Authenticator {
     claim_header_names: Vec<HeaderName>,
     verifications: Counter,
     failures: Family<FailureLabels, Counter>,
+    key_sets: KeySetMetrics,
 }
 
 /// How far the synchronous part of authentication got.
@@ -112,13 +114,15 @@ impl Authenticator {
             "Requests refused with 401, by reason",
             authenticator.failures.clone(),
         );
+        authenticator.key_sets.register(registry);
         Ok(authenticator)
     }
 
     /// Builds the authenticator with a given clock (tests and benchmarks).
     pub fn with_clock(config: &AuthConfig, clock: Arc<dyn Clock>) -> Result<Authenticator, String> {
         let verifications = Counter::default();
-        let jwt = JwtVerifier::new(config, clock.clone(), verifications.clone())?;
+        let key_sets = KeySetMetrics::default();
+        let jwt = JwtVerifier::new(config, clock.clone(), verifications.clone(), &key_sets)?;
         let authenticator = Authenticator {
             mode: config.mode,
             policy: RoutePolicy::new(config)?,
@@ -134,6 +138,7 @@ impl Authenticator {
                 .collect(),
             verifications,
             failures: Family::default(),
+            key_sets,
         };
         if authenticator.mode == AuthMode::On
             && authenticator.api_keys.is_empty()
@@ -145,6 +150,11 @@ impl Authenticator {
         Ok(authenticator)
     }
 
+    /// Key-set refusals counted so far for `reason` (tests).
+    pub fn key_set_refusals(&self, reason: &'static str) -> u64 {
+        self.key_sets.count(reason)
+    }
+
     /// Signature verifications actually performed so far.
     pub fn verifications(&self) -> u64 {
         self.verifications.get()
@@ -152,7 +162,12 @@ impl Authenticator {
 
     /// Key-set fetches attempted so far, over all issuers.
     pub fn jwks_fetches(&self) -> u64 {
-        self.jwt.providers().iter().map(|p| p.jwks.fetches()).sum()
+        self.jwt
+            .providers()
+            .iter()
+            .filter_map(|p| p.jwks.as_ref())
+            .map(|jwks| jwks.fetches())
+            .sum()
     }
 
     /// `Err` while some issuer has never had a key set loaded.
@@ -164,8 +179,9 @@ impl Authenticator {
             .jwt
             .providers()
             .iter()
-            .filter(|p| p.jwks.keys().is_none())
-            .map(|p| format!("auth: no key set loaded yet for issuer {}", p.jwks.issuer()))
+            .filter_map(|p| p.jwks.as_ref())
+            .filter(|jwks| jwks.keys().is_none())
+            .map(|jwks| format!("auth: no key set loaded yet for issuer {}", jwks.issuer()))
             .collect();
         if missing.is_empty() {
             Ok(())
@@ -196,8 +212,13 @@ impl Authenticator {
         generation: u64,
         token: &str,
     ) -> Result<Arc<Identity>, AuthError> {
-        if let Some(provider) = self.jwt.providers().get(provider) {
-            provider.jwks.refetch(generation).await;
+        if let Some(jwks) = self
+            .jwt
+            .providers()
+            .get(provider)
+            .and_then(|p| p.jwks.as_ref())
+        {
+            jwks.refetch(generation).await;
         }
         match self.step(token, false)? {
             Step::Ready(identity) => Ok(identity),
@@ -330,18 +351,23 @@ impl Authenticator {
     /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace) and
     /// re-reading `api_keys_file` when it changes.
     pub async fn run_background(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let providers = self.jwt.providers();
+        let key_sets: Vec<&JwksCache> = self
+            .jwt
+            .providers()
+            .iter()
+            .filter_map(|p| p.jwks.as_ref())
+            .collect();
         if self.mode == AuthMode::Off {
             return;
         }
         tokio::pin!(shutdown);
         let start = Instant::now();
         // A file-based set was loaded at start; others are fetched at once.
-        let mut due: Vec<Instant> = providers
+        let mut due: Vec<Instant> = key_sets
             .iter()
-            .map(|p| {
-                if p.jwks.keys().is_some() {
-                    start + p.jwks.refresh_interval()
+            .map(|jwks| {
+                if jwks.keys().is_some() {
+                    start + jwks.refresh_interval()
                 } else {
                     start
                 }
@@ -355,11 +381,11 @@ impl Authenticator {
                 () = tokio::time::sleep_until(next.into()) => {}
             }
             let now = Instant::now();
-            for (provider, due) in providers.iter().zip(due.iter_mut()) {
+            for (jwks, due) in key_sets.iter().zip(due.iter_mut()) {
                 if *due <= now {
                     let wait = tokio::select! {
                         () = &mut shutdown => return,
-                        wait = provider.jwks.refresh() => wait,
+                        wait = jwks.refresh() => wait,
                     };
                     *due = Instant::now() + wait;
                 }

@@ -178,6 +178,86 @@ pub struct JwtProviderConfig {
     /// Least time between two refetches caused by unknown `kid`s.
     #[serde(default = "defaults::refetch_cooldown", with = "humantime_serde")]
     pub refetch_cooldown: Duration,
+    /// Shared secrets for HS256/384/512, from files or the environment: the only place a
+    /// symmetric key comes from (a key set that publishes one is never used for it).
+    #[serde(default)]
+    pub hmac_keys: Vec<HmacKeyConfig>,
+}
+
+/// `[[auth.jwt.hmac_keys]]`: one shared secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HmacKeyConfig {
+    /// The `kid` tokens name; may be left out only when it is the issuer's one key.
+    #[serde(default)]
+    pub kid: Option<String>,
+    /// A file holding the secret (one trailing newline is ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding the secret.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// How the secret is written: `text` (its bytes as they are), `base64`, `base64url`.
+    #[serde(default)]
+    pub encoding: SecretEncoding,
+}
+
+/// `hmac_keys[].encoding`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretEncoding {
+    #[default]
+    Text,
+    Base64,
+    Base64url,
+}
+
+/// Shortest shared secret accepted: the output size of SHA-256 (RFC 7518 §3.2).
+pub const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+impl HmacKeyConfig {
+    /// Reads and decodes the secret (file or environment).
+    pub fn load_secret(&self) -> Result<Vec<u8>, String> {
+        let text = match (&self.secret_file, &self.secret_env) {
+            (Some(path), None) => {
+                let mut bytes = std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                if bytes.ends_with(b"\r\n") {
+                    bytes.truncate(bytes.len() - 2);
+                } else if bytes.ends_with(b"\n") {
+                    bytes.truncate(bytes.len() - 1);
+                }
+                bytes
+            }
+            (None, Some(var)) => std::env::var(var)
+                .map_err(|_| format!("environment variable {var} is not set"))?
+                .into_bytes(),
+            _ => return Err("give exactly one of secret_file, secret_env".into()),
+        };
+        let secret = match self.encoding {
+            SecretEncoding::Text => text,
+            SecretEncoding::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(text.trim_ascii())
+                .map_err(|_| "the secret is not standard base64".to_string())?,
+            SecretEncoding::Base64url => {
+                let trimmed = text.trim_ascii();
+                let unpadded = trimmed
+                    .iter()
+                    .rposition(|b| *b != b'=')
+                    .map_or(&trimmed[..0], |last| &trimmed[..=last]);
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(unpadded)
+                    .map_err(|_| "the secret is not base64url".to_string())?
+            }
+        };
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            return Err(format!(
+                "the secret has {} bytes; at least {MIN_HMAC_SECRET_BYTES} are needed",
+                secret.len()
+            ));
+        }
+        Ok(secret)
+    }
 }
 
 /// `[[auth.routes]]`: a minimum role for `/v0` paths the manager's table does not list.
@@ -401,11 +481,54 @@ impl JwtProviderConfig {
         let sources = usize::from(self.jwks_file.is_some())
             + usize::from(self.jwks_url.is_some())
             + usize::from(self.discovery);
-        if sources != 1 {
+        if sources > 1 || (sources == 0 && self.hmac_keys.is_empty()) {
             problems.push(
                 at.to_string(),
-                "give exactly one of jwks_file, jwks_url, discovery = true",
+                "give exactly one of jwks_file, jwks_url, discovery = true (or only hmac_keys)",
             );
+        }
+        let fetched = self.jwks_url.is_some() || self.discovery;
+        let mut symmetric = false;
+        for (j, alg) in self.algorithms.iter().enumerate() {
+            if !alg.starts_with("HS") || !ALGORITHMS.contains(&alg.as_str()) {
+                continue;
+            }
+            symmetric = true;
+            if fetched {
+                problems.push(
+                    format!("{at}.algorithms[{j}]"),
+                    format!(
+                        "{alg} needs a shared secret, and secrets never come from a fetched key \
+                         set: use hmac_keys on an issuer without jwks_url or discovery"
+                    ),
+                );
+            } else if self.hmac_keys.is_empty() {
+                problems.push(
+                    format!("{at}.algorithms[{j}]"),
+                    format!("{alg} needs hmac_keys (a key set's symmetric keys are never used)"),
+                );
+            }
+        }
+        if !self.hmac_keys.is_empty() && !symmetric {
+            problems.push(
+                format!("{at}.hmac_keys"),
+                "given, but algorithms lists no HS256/HS384/HS512",
+            );
+        }
+        for (j, key) in self.hmac_keys.iter().enumerate() {
+            let key_at = format!("{at}.hmac_keys[{j}]");
+            if let Err(reason) = key.load_secret() {
+                problems.push(key_at.clone(), reason);
+            }
+            if key.kid.is_none() && self.hmac_keys.len() > 1 {
+                problems.push(
+                    format!("{key_at}.kid"),
+                    "required when the issuer has more than one shared secret",
+                );
+            }
+            if key.kid.is_some() && self.hmac_keys[..j].iter().any(|k| k.kid == key.kid) {
+                problems.push(format!("{key_at}.kid"), "two shared secrets have this kid");
+            }
         }
         if let Some(url) = &self.jwks_url {
             if let Err(reason) = fetchable_url(url) {
@@ -421,7 +544,7 @@ impl JwtProviderConfig {
             match std::fs::read(path) {
                 Ok(bytes) => {
                     if let Err(reason) = crate::auth::jwks::KeySet::parse(&bytes) {
-                        problems.push(format!("{at}.jwks_file"), reason);
+                        problems.push(format!("{at}.jwks_file"), reason.to_string());
                     }
                 }
                 Err(e) => problems.push(
@@ -541,6 +664,62 @@ mod tests {
                 "missing {expected:?} in {lines:?}"
             );
         }
+    }
+
+    #[test]
+    fn shared_secrets_come_only_from_hmac_keys_and_never_with_fetched_sets() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "too short\n").unwrap();
+        let good = dir.path().join("good.key");
+        std::fs::write(&good, "s".repeat(32) + "\n").unwrap();
+        let lines = problems(&format!(
+            r#"
+            [[auth.jwt]]
+            issuer = "https://a/"
+            audiences = ["feldera-api"]
+            algorithms = ["RS256", "HS256"]
+            jwks_url = "https://a/jwks"
+            [[auth.jwt]]
+            issuer = "https://b/"
+            audiences = ["feldera-api"]
+            algorithms = ["HS384"]
+            jwks_file = "{good}"
+            [[auth.jwt]]
+            issuer = "https://c/"
+            audiences = ["feldera-api"]
+            algorithms = ["RS256"]
+            jwks_file = "{good}"
+            hmac_keys = [{{ kid = "x", secret_file = "{good}" }}]
+            [[auth.jwt]]
+            issuer = "https://d/"
+            audiences = ["feldera-api"]
+            algorithms = ["HS256"]
+            hmac_keys = [{{ secret_file = "{short}" }}, {{ kid = "b", secret_env = "PIPELINE_GATEWAY_TEST_UNSET_SECRET" }}]
+            "#,
+            good = good.display(),
+            short = short.display()
+        ));
+        for expected in [
+            "auth.jwt[0].algorithms[1]: HS256 needs a shared secret, and secrets never come from a fetched key set",
+            "auth.jwt[1].algorithms[0]: HS384 needs hmac_keys",
+            "auth.jwt[2].hmac_keys: given, but algorithms lists no HS256",
+            "auth.jwt[3].hmac_keys[0]: the secret has 9 bytes; at least 32 are needed",
+            "auth.jwt[3].hmac_keys[0].kid: required when the issuer has more than one shared secret",
+            "auth.jwt[3].hmac_keys[1]: environment variable PIPELINE_GATEWAY_TEST_UNSET_SECRET is not set",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(expected)),
+                "missing {expected:?} in {lines:?}"
+            );
+        }
+        // An issuer with only shared secrets needs no key set.
+        let lines = problems(&format!(
+            "[[auth.jwt]]\nissuer = \"https://e/\"\naudiences = [\"x\"]\nalgorithms = [\"HS256\"]\n\
+             hmac_keys = [{{ kid = \"k\", secret_file = \"{}\" }}]\n",
+            good.display()
+        ));
+        assert!(lines.is_empty(), "{lines:?}");
     }
 
     #[test]

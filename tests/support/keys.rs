@@ -162,3 +162,33 @@ pub fn hmac_sha256(secret: &[u8], input: &[u8]) -> Vec<u8> {
 pub fn jwks(keys: &[&TestKey]) -> Value {
     json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() })
 }
+
+/// The key lines of a `[[jwt]]` table serving `keys` from files written into `dir`: the
+/// public keys as a `jwks_file`, the HMAC secrets as `hmac_keys` (a key set's symmetric keys
+/// are never used, so a shared secret must come from its own file).
+pub fn key_sources(keys: &[&TestKey], dir: &std::path::Path) -> String {
+    let (hmac, public): (Vec<&TestKey>, Vec<&TestKey>) =
+        keys.iter().partition(|k| k.alg() == "HS256");
+    let mut lines = Vec::new();
+    if !public.is_empty() {
+        let path = dir.join("jwks.json");
+        std::fs::write(&path, jwks(&public).to_string()).expect("write jwks");
+        lines.push(format!("jwks_file = \"{}\"", path.display()));
+    }
+    if !hmac.is_empty() {
+        let entries: Vec<String> = hmac
+            .iter()
+            .map(|key| {
+                let path = dir.join(format!("hmac-{}.key", key.kid));
+                std::fs::write(&path, b64(key.public_bytes())).expect("write secret");
+                format!(
+                    "{{ kid = \"{}\", secret_file = \"{}\", encoding = \"base64url\" }}",
+                    key.kid,
+                    path.display()
+                )
+            })
+            .collect();
+        lines.push(format!("hmac_keys = [{}]", entries.join(", ")));
+    }
+    lines.join("\n")
+}
