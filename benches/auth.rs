@@ -12,9 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use keys::{key_sources, TestKey};
-use pipeline_gateway::auth::{apikey, Authenticator};
+use pipeline_gateway::auth::{apikey, AuthMetrics, Authenticator};
 use pipeline_gateway::config::auth::AuthConfig;
-use prometheus_client::registry::Registry;
 use serde_json::json;
 
 const ISS: &str = "https://idp.example.com/";
@@ -36,7 +35,13 @@ fn authenticator(sources: &str, api_key: &str, cache: usize) -> Authenticator {
         apikey::hash(api_key)
     ))
     .expect("bench config");
-    Authenticator::new(&config, &mut Registry::default()).expect("authenticator")
+    Authenticator::new(
+        &config,
+        "auth",
+        pipeline_gateway::clock::system(),
+        &AuthMetrics::default(),
+    )
+    .expect("authenticator")
 }
 
 fn bench(c: &mut Criterion) {

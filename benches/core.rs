@@ -6,9 +6,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;
+use pipeline_gateway::catalog::classify;
 use pipeline_gateway::config::Config;
 use pipeline_gateway::errors::GatewayError;
-use pipeline_gateway::routing::{classify, RouteKey, RouteTable};
+use pipeline_gateway::routing::{RouteKey, RouteTable};
 use pipeline_gateway::validate::{check_canonical, check_name, ActivateQuery};
 
 fn routing(c: &mut Criterion) {
@@ -51,6 +52,7 @@ fn routing(c: &mut Criterion) {
         path: "/v0/pipelines/x/activate",
         pipeline: Some(pipeline),
         tenant: None,
+        console: false,
     };
     c.bench_function("route table: glob hit", |b| {
         b.iter(|| table.select(black_box(key("prod-orders"))))

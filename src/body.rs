@@ -5,8 +5,13 @@
 //! every layer has the same signature. It is a boxed, unsynchronised body: one allocation per
 //! message, no copying of the bytes it streams.
 
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
 use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use pin_project_lite::pin_project;
 
 /// The error any body in the stack may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -43,3 +48,93 @@ pub type Response = http::Response<Body>;
 pub type ResponseFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
 >;
+
+/// Shared flag: whether the client's request body was received completely (the timeout
+/// layer tells a slow client, 408, from a slow upstream, 504, by it).
+#[derive(Debug, Clone, Default)]
+pub struct BodyProgress(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl BodyProgress {
+    pub fn is_complete(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn complete(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Why the client's request body failed on its way to the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error("request body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("reading the request body failed: {0}")]
+    Read(BoxError),
+}
+
+pin_project! {
+    /// The client's request body: counts bytes against an optional limit, marks its
+    /// [`BodyProgress`] when complete, and labels its errors as the client's.
+    pub struct Tracked {
+        #[pin]
+        inner: Body,
+        seen: u64,
+        limit: Option<u64>,
+        progress: BodyProgress,
+    }
+}
+
+impl Tracked {
+    pub fn new(inner: Body, limit: Option<u64>, progress: BodyProgress) -> Tracked {
+        if inner.is_end_stream() {
+            progress.complete();
+        }
+        Tracked {
+            inner,
+            seen: 0,
+            limit,
+            progress,
+        }
+    }
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen += data.len() as u64;
+                    if let Some(limit) = *this.limit {
+                        if *this.seen > limit {
+                            return Poll::Ready(Some(Err(
+                                ClientBodyError::TooLarge { limit }.into()
+                            )));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(error)) => Poll::Ready(Some(Err(ClientBodyError::Read(error).into()))),
+            None => {
+                this.progress.complete();
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -12,7 +12,6 @@ use anyhow::Context as _;
 
 use feldera_standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
 use pipeline_gateway::config::Config;
-use pipeline_gateway::proxy::parse_endpoint;
 use pipeline_gateway::Gateway;
 
 /// Starts the demo and returns the running parts.
@@ -22,8 +21,8 @@ pub async fn start(config: Config) -> anyhow::Result<(Gateway, Standin)> {
         .first()
         .and_then(|u| u.endpoints.first())
         .context("the demo configuration needs an upstream with an endpoint")?;
-    let (_, authority) = parse_endpoint(endpoint).map_err(anyhow::Error::msg)?;
-    let standin_addr: SocketAddr = authority
+    let standin_addr: SocketAddr = endpoint
+        .authority
         .as_str()
         .parse()
         .with_context(|| format!("the demo's upstream {endpoint} must be an IP:port"))?;

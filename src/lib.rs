@@ -1,43 +1,61 @@
 //! pipeline-gateway: an edge gateway for Feldera pipeline managers.
 //!
-//! [`Gateway::start`] is the one entry point the binary and the tests share: it builds every
-//! runtime part from a checked [`config::Config`], binds the listeners and serves until
+//! [`Gateway::start`] is the one entry point the binary and the tests share: it builds the
+//! runtime from a checked [`config::Config`], binds the listeners and serves until
 //! [`Gateway::shutdown`] (or the binary's signal handler) asks it to drain. The request path
 //! itself is laid out in [`stack`].
+//!
+//! Floors (a module imports only from floors below it; see the README's layout section):
+//!
+//! 1. `body`, `errors`, `catalog`, `principal`, `context`, `clock`, `check`, `wire` — the
+//!    vocabulary
+//! 2. `config` — plain data and its checks
+//! 3. `validate`, `routing`, `auth`, `ratelimit`, `proxy`, `limits`, `telemetry`, `outbound`
+//! 4. `runtime` — everything of floor 3, built from one configuration
+//! 5. `stack`, `server` — the request path and the listeners over a runtime
+//! 6. this file — the gateway
 
 pub mod auth;
 pub mod body;
+pub mod catalog;
 pub mod check;
+pub mod clock;
 pub mod config;
+pub mod context;
 pub mod errors;
 pub mod limits;
+pub mod outbound;
+pub mod principal;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routing;
+pub mod runtime;
 pub mod server;
 pub mod stack;
 pub mod telemetry;
 pub mod validate;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::proxy::UpstreamPool;
-use crate::routing::{RouteTable, SelectUpstream};
-use crate::telemetry::Metrics;
+use crate::runtime::{stopped, Process, Runtime};
+use crate::server::Current;
 
 /// A running gateway.
 pub struct Gateway {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    authenticator: Arc<Authenticator>,
+    current: Current,
+    process: Arc<Process>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -45,95 +63,56 @@ pub struct Gateway {
 impl Gateway {
     /// Binds `server.listen` (and `admin.listen`) and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Gateway> {
-        let listener = TcpListener::bind(config.server.listen)
-            .await
+        let listener = server::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         Gateway::start_on(listener, config).await
     }
 
     /// Starts serving on an already bound listener.
     pub async fn start_on(listener: TcpListener, config: Config) -> anyhow::Result<Gateway> {
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let problems = config.check();
-        if !problems.is_empty() {
-            return Err(config::ConfigError::Invalid(problems).into());
-        }
-        let mut metrics = Metrics::new();
-        let rate_limits = match &config.rate_limit {
-            Some(rate_limit) => Some(Arc::new(ratelimit::RateLimits::build(
-                rate_limit,
-                ratelimit::LimiterClock::monotonic(),
-                Some(metrics.registry_mut()),
-            )?)),
-            None => None,
-        };
-        let upstreams = config
-            .upstreams
-            .iter()
-            .map(|u| UpstreamPool::new(u).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow::anyhow!(e))?;
-        let table =
-            RouteTable::build(&config).map_err(|p| config::ConfigError::Invalid(p.into_vec()))?;
-        // Auth registers its counters (signature verifications, failures) before the registry
-        // is shared.
-        let authenticator = Arc::new(
-            Authenticator::new(&config.auth, metrics.registry_mut()).map_err(anyhow::Error::msg)?,
-        );
-        let metrics = Arc::new(metrics);
-        let service = stack::build(stack::StackParts {
-            server: config.server.clone(),
-            metrics: metrics.clone(),
-            authenticator: authenticator.clone(),
-            select_upstream: SelectUpstream::new(table, upstreams),
-            rate_limits: rate_limits.clone(),
-        });
+        Gateway::start_with(listener, config, Process::new()).await
+    }
+
+    /// Starts serving with the given process-wide parts (a fake clock in tests).
+    pub async fn start_with(
+        listener: TcpListener,
+        config: Config,
+        process: Process,
+    ) -> anyhow::Result<Gateway> {
+        let process = Arc::new(process);
+        let runtime =
+            Arc::new(Runtime::build(config, &process).map_err(config::ConfigError::from)?);
+        let snapshot = stack::build(runtime.clone(), process.metrics.clone());
+        let current: Current = Arc::new(ArcSwap::from_pointee(snapshot));
 
         let (shutdown, signal) = watch::channel(false);
-        let wait_for = |mut signal: watch::Receiver<bool>| async move {
-            let _ = signal.wait_for(|stop| *stop).await;
-        };
         let local_addr = listener.local_addr()?;
         let mut tasks = Vec::new();
         let mut admin_addr = None;
-        if let Some(admin) = &config.admin {
-            let admin_listener = TcpListener::bind(admin.listen)
-                .await
+        if let Some(admin) = &runtime.config.admin {
+            let admin_listener = server::bind(admin.listen)
                 .with_context(|| format!("cannot listen on {} (admin)", admin.listen))?;
             admin_addr = Some(admin_listener.local_addr()?);
-            let auth_ready = authenticator.clone();
-            let checks: Vec<server::admin::ReadinessCheck> =
-                vec![Arc::new(move || auth_ready.readiness())];
             tasks.push(tokio::spawn(server::admin::serve(
                 admin_listener,
-                metrics.clone(),
-                checks,
-                wait_for(signal.clone()),
+                current.clone(),
+                process.metrics.clone(),
+                stopped(signal.clone()),
             )));
         }
-        if let Some(rate_limits) = rate_limits {
-            // Sweeps idle rate-limit keys until shutdown.
-            tasks.push(tokio::spawn(
-                rate_limits.run_sweeper(wait_for(signal.clone())),
-            ));
-        }
-        // Key-set refreshes and API-key file reloads, until shutdown.
-        tasks.push(tokio::spawn(
-            authenticator
-                .clone()
-                .run_background(wait_for(signal.clone())),
-        ));
+        // Key-set refreshes, API-key file reloads and the rate limiter's sweeper.
+        tasks.push(tokio::spawn(runtime.run_background(signal.clone())));
         tasks.push(tokio::spawn(server::serve(
             listener,
-            service,
-            config.server.clone(),
-            wait_for(signal),
+            current.clone(),
+            stopped(signal),
         )));
         tracing::info!(%local_addr, "pipeline-gateway listening");
         Ok(Gateway {
             local_addr,
             admin_addr,
-            authenticator,
+            current,
+            process,
             shutdown,
             tasks,
         })
@@ -148,9 +127,19 @@ impl Gateway {
         format!("http://{}", self.local_addr)
     }
 
-    /// The authenticator (signature-verification counter, readiness), for tests.
-    pub fn authenticator(&self) -> &Arc<Authenticator> {
-        &self.authenticator
+    /// The current runtime's authenticator (signature-verification counter, readiness).
+    pub fn authenticator(&self) -> Arc<Authenticator> {
+        self.current.load().runtime.authenticator.clone()
+    }
+
+    /// The current runtime.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.current.load().runtime.clone()
+    }
+
+    /// The process-wide parts (metrics, clock).
+    pub fn process(&self) -> &Arc<Process> {
+        &self.process
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -174,4 +163,13 @@ impl Gateway {
         self.begin_shutdown();
         self.wait().await;
     }
+}
+
+/// Loads a configuration file and builds its runtime without serving it: every problem of
+/// the file and of what it names (key files, secrets, environment variables). What
+/// `check-config` runs; the server runs the same two steps.
+pub fn check_config(path: &std::path::Path) -> Result<Config, config::ConfigError> {
+    let config = Config::load(path)?;
+    Runtime::build(config.clone(), &Process::new())?;
+    Ok(config)
 }

@@ -25,11 +25,10 @@ use tower::{Layer, Service};
 
 use pin_project_lite::pin_project;
 
-use crate::body::{self, Request, Response};
+use crate::body::{self, BodyProgress, Request, Response, Tracked};
 use crate::check::RequestCheck;
+use crate::context::RequestContext;
 use crate::errors::GatewayError;
-use crate::proxy::body::{BodyProgress, Tracked};
-use crate::routing::Classified;
 
 /// Checks the request target and header sizes.
 #[derive(Clone, Copy)]
@@ -70,10 +69,8 @@ pub struct BodyLimit {
 
 impl RequestCheck for BodyLimit {
     fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
-        let limited = request
-            .extensions()
-            .get::<Classified>()
-            .is_none_or(|c| c.endpoint.class.limits_body());
+        let context = RequestContext::of(request)?.clone();
+        let limited = context.classified()?.endpoint.class.limits_body();
         let limit = limited.then_some(self.max_body_bytes);
         if let Some(limit) = limit {
             let declared = request
@@ -89,7 +86,7 @@ impl RequestCheck for BodyLimit {
             return Ok(());
         }
         let progress = BodyProgress::default();
-        request.extensions_mut().insert(progress.clone());
+        context.set_progress(progress.clone());
         let inner = std::mem::replace(request.body_mut(), body::empty());
         *request.body_mut() = body::boxed(Tracked::new(inner, limit, progress));
         Ok(())

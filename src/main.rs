@@ -111,9 +111,16 @@ fn init_logging(format: &str) {
     }
 }
 
-fn load(path: Option<&PathBuf>) -> Result<Config, String> {
+/// Loads and checks the configuration; with `build`, also builds its runtime (reads the
+/// files and variables it names) without serving it.
+fn load(path: Option<&PathBuf>, build: bool) -> Result<Config, String> {
     let path = path.ok_or("--config PATH is required")?;
-    Config::load(path).map_err(|e| match e {
+    let loaded = if build {
+        pipeline_gateway::check_config(path)
+    } else {
+        Config::load(path)
+    };
+    loaded.map_err(|e| match e {
         ConfigError::Invalid(problems) => {
             let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
             format!(
@@ -159,7 +166,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::CheckConfig = command {
-        return match load(cli.config.as_ref()) {
+        let checked = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the runtime: {e}"))
+            .and_then(|runtime| runtime.block_on(async { load(cli.config.as_ref(), true) }));
+        return match checked {
             Ok(_) => {
                 println!("configuration is valid");
                 ExitCode::SUCCESS
@@ -194,7 +206,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Run | Command::CheckConfig | Command::Apikey { .. } => {
-                let config = load(cli.config.as_ref()).map_err(anyhow::Error::msg)?;
+                let config = load(cli.config.as_ref(), false).map_err(anyhow::Error::msg)?;
                 serve(config).await
             }
             Command::StandIn(args) => feldera_standin::cli::run(args).await,
@@ -202,7 +214,7 @@ fn main() -> ExitCode {
                 let path = cli
                     .config
                     .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
-                let config = load(Some(&path)).map_err(anyhow::Error::msg)?;
+                let config = load(Some(&path), false).map_err(anyhow::Error::msg)?;
                 let (gateway, standin) = demo::start(config).await?;
                 println!("{}", demo::instructions(&gateway, &standin));
                 shutdown_signal().await;

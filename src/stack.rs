@@ -1,53 +1,68 @@
 //! The ONE place that orders the layers: read top to bottom, this is the request path.
 //!
-//! Every layer's service has `Error = Infallible`: a failure is already a response, rendered
-//! by `errors.rs`. Each line says why the layer sits exactly there.
+//! The stack is built over one [`Runtime`] ([`build`]): every part it uses comes from that
+//! snapshot, so a request runs entirely on the configuration it started with. Every layer's
+//! service has `Error = Infallible` — a failure is already a response, rendered by
+//! `errors.rs` — except tower's load shedding, whose one error (overloaded) the [`Rescue`]
+//! right above it turns into a 503. Each line says why the layer sits exactly there.
+//!
+//! Readiness: every layer forwards `poll_ready` to the one below it (or answers for itself,
+//! like `LoadShed`, which is never pending), so the stack as a whole is always ready and the
+//! server drives it with `oneshot` (ready, then call) like any tower service.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
+use pin_project_lite::pin_project;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::error::Overloaded;
+use tower::load_shed::LoadShedLayer;
 use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
+use tower::{Layer, Service, ServiceBuilder};
 
-use crate::auth::{AuthLayer, Authenticator};
-use crate::body::{Request, Response};
+use crate::auth::AuthLayer;
+use crate::body::{BoxError, Request, Response};
 use crate::check::CheckLayer;
-use crate::config::ServerConfig;
-use crate::limits::{BodyLimit, HeaderLimits, InFlightLayer};
+use crate::errors::GatewayError;
+use crate::limits::{BodyLimit, HeaderLimits};
 use crate::proxy::{Forward, TimeoutLayer};
-use crate::ratelimit::{RateLimitLayer, RateLimits};
+use crate::ratelimit::RateLimitLayer;
 use crate::routing::{Classify, SelectUpstream};
+use crate::runtime::Runtime;
 use crate::telemetry::{CatchPanicLayer, Metrics, RequestLogLayer};
 use crate::validate::{CanonicalPath, PipelineRequest};
 
 /// The gateway's whole request path as one cloneable service.
 pub type GatewayService = BoxCloneSyncService<Request, Response, Infallible>;
 
-/// What the stack is built from.
-pub struct StackParts {
-    pub server: ServerConfig,
-    pub metrics: Arc<Metrics>,
-    pub authenticator: Arc<Authenticator>,
-    pub select_upstream: SelectUpstream,
-    /// `None` without `[rate_limit]`: both rate-limit layers pass everything through.
-    pub rate_limits: Option<Arc<RateLimits>>,
+/// A runtime and the request path built over it: what the server swaps as one.
+pub struct Snapshot {
+    pub runtime: Arc<Runtime>,
+    pub service: GatewayService,
 }
 
-/// Builds the request path.
-pub fn build(parts: StackParts) -> GatewayService {
+/// Builds the request path over `runtime`.
+pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
+    let server = &runtime.config.server;
     let service = ServiceBuilder::new()
         // Outermost: the request id and span must cover everything below, and the access-log
         // line must see the final response, including one made from a panic.
-        .layer(RequestLogLayer::new(parts.metrics))
+        .layer(RequestLogLayer::new(metrics))
         // A panic anywhere below becomes a JSON 500 that the access log still records.
         .layer(CatchPanicLayer)
         // Load shedding before any work is spent on the request; after the log so that shed
-        // requests are still counted and logged.
-        .layer(InFlightLayer::new(parts.server.max_in_flight))
+        // requests are still counted and logged. `LoadShed` answers at once when the
+        // concurrency limit has no room (never waits), `Rescue` makes that answer a 503.
+        .layer(RescueLayer)
+        .layer(LoadShedLayer::new())
+        .layer(ConcurrencyLimitLayer::new(server.max_in_flight))
         // Size limits before any parsing work: an oversized request costs nothing more.
         .layer(CheckLayer::new(HeaderLimits {
-            max_header_bytes: parts.server.max_header_bytes,
-            max_uri_bytes: parts.server.max_uri_bytes,
+            max_header_bytes: server.max_header_bytes,
+            max_uri_bytes: server.max_uri_bytes,
         }))
         // Canonical path before anything reads the path: nothing may classify, authorize or
         // route a path the manager would decode into another one.
@@ -58,25 +73,139 @@ pub fn build(parts: StackParts) -> GatewayService {
         // Body limit per endpoint class (known only now); a declared Content-Length over it
         // is refused before authentication spends anything on the request.
         .layer(CheckLayer::new(BodyLimit {
-            max_body_bytes: parts.server.max_body_bytes,
+            max_body_bytes: server.max_body_bytes,
         }))
         // Limit by client IP just before auth: an unauthenticated flood (forged tokens
         // included) is refused before any signature is verified; after the cheap size and
         // path checks, which cost less than a (possibly Redis) decision.
-        .layer(RateLimitLayer::client_ip(parts.rate_limits.clone()))
+        .layer(RateLimitLayer::client_ip(runtime.rate_limits.clone()))
         // Auth slot: the principal and its role, before anything is keyed on who calls.
-        .layer(AuthLayer::new(parts.authenticator))
+        .layer(AuthLayer::new(runtime.authenticator.clone()))
         // Limit by principal right after auth, so the key is verified and the endpoint's
         // rule known; before validation and routing, so refused requests cost nothing more.
-        .layer(RateLimitLayer::principal(parts.rate_limits))
+        .layer(RateLimitLayer::principal(runtime.rate_limits.clone()))
         // Validation after auth and limits: anonymous clients learn nothing about names, and
         // bad requests still spend their budget. Rewrites activate's query.
         .layer(CheckLayer::new(PipelineRequest))
         // Route match, part 2 (upstream): after auth, because routes may select on the
         // verified tenant.
-        .layer(CheckLayer::new(parts.select_upstream))
+        .layer(CheckLayer::new(SelectUpstream::new(
+            runtime.routes.clone(),
+            runtime.upstream_names.clone(),
+        )))
         // Timeout just around forwarding: it covers only the upstream's time to answer.
-        .layer(TimeoutLayer)
-        .service(Forward);
-    BoxCloneSyncService::new(service)
+        .layer(TimeoutLayer::new(runtime.upstreams.clone()))
+        .service(Forward::new(runtime.upstreams.clone()));
+    Snapshot {
+        service: BoxCloneSyncService::new(service),
+        runtime,
+    }
+}
+
+/// Turns the one error below it — tower's `Overloaded` — into the gateway's 503; any other
+/// error (none exists today) into a 500. Linkerd's "rescue" step: no layer writes its own
+/// error body.
+#[derive(Clone, Copy, Default)]
+pub struct RescueLayer;
+
+impl<S> Layer<S> for RescueLayer {
+    type Service = Rescue<S>;
+    fn layer(&self, inner: S) -> Rescue<S> {
+        Rescue {
+            inner,
+            not_ready: None,
+        }
+    }
+}
+
+/// The service of [`RescueLayer`].
+pub struct Rescue<S> {
+    inner: S,
+    /// Readiness failed with this error: the next call answers it without calling `inner`.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Rescue<S> {
+    fn clone(&self) -> Self {
+        Rescue {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+fn rescue(error: BoxError) -> Response {
+    if error.is::<Overloaded>() {
+        GatewayError::service_unavailable("too many requests in flight", 1).into_response()
+    } else {
+        GatewayError::internal(format!("a layer failed: {error}")).into_response()
+    }
+}
+
+pin_project! {
+    /// The inner future, its error rescued; or the rescued readiness error.
+    pub struct RescueFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        failed: Option<BoxError>,
+    }
+}
+
+impl<F, E> Future for RescueFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            let error = this
+                .failed
+                .take()
+                .unwrap_or_else(|| "polled after completion".into());
+            return Poll::Ready(Ok(rescue(error)));
+        };
+        Poll::Ready(Ok(match ready!(inner.poll(cx)) {
+            Ok(response) => response,
+            Err(error) => rescue(error.into()),
+        }))
+    }
+}
+
+impl<S> Service<Request> for Rescue<S>
+where
+    S: Service<Request, Response = Response>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RescueFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A readiness error is kept and answered by the next call (which then does not call
+        // the inner service), so readiness itself never fails.
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match ready!(self.inner.poll_ready(cx)) {
+            Ok(()) => {}
+            Err(error) => self.not_ready = Some(error.into()),
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.not_ready.take() {
+            Some(error) => RescueFuture {
+                inner: None,
+                failed: Some(error),
+            },
+            None => RescueFuture {
+                inner: Some(self.inner.call(request)),
+                failed: None,
+            },
+        }
+    }
 }

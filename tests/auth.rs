@@ -478,7 +478,7 @@ async fn unclassified_v0_paths_are_403_unless_configured() {
 }
 
 #[tokio::test]
-async fn mode_off_forwards_everything_as_an_anonymous_owner() {
+async fn mode_off_forwards_everything_as_an_anonymous_owner_without_the_clients_tenant() {
     let gw = gateway(echo_upstream().await, "", "[auth]\nmode = \"off\"\n").await;
     let answer = send(
         &gw,
@@ -488,11 +488,41 @@ async fn mode_off_forwards_everything_as_an_anonymous_owner() {
     )
     .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert_eq!(answer.upstream("feldera-tenant"), Some("anything"));
+    // Nobody verified the tenant: it does not reach the manager.
+    assert_eq!(answer.upstream("feldera-tenant"), None);
     assert_eq!(
         send(&gw, Method::GET, "/v0/unlisted", &[]).await.status,
         StatusCode::OK
     );
+    // Unless the operator chose to believe it.
+    let trusting = gateway(
+        echo_upstream().await,
+        "",
+        "[auth]\nmode = \"off\"\ntrust_tenant_header = true\n",
+    )
+    .await;
+    let answer = send(
+        &trusting,
+        Method::POST,
+        "/v0/pipelines/orders/activate",
+        &[("feldera-tenant", "anything")],
+    )
+    .await;
+    assert_eq!(answer.upstream("feldera-tenant"), Some("anything"));
+}
+
+#[tokio::test]
+async fn a_clients_tenant_on_a_public_path_never_reaches_the_manager() {
+    let gw = gateway(echo_upstream().await, "", "[auth]\n").await;
+    let answer = send(
+        &gw,
+        Method::GET,
+        "/healthz",
+        &[("feldera-tenant", "victim")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.upstream("feldera-tenant"), None);
 }
 
 // ---------------------------------------------------------------- tenants and identity upstream

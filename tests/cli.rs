@@ -35,7 +35,9 @@ max_header_bytes = 10
 
 [[upstreams]]
 name = "primary"
-endpoints = ["ftp://127.0.0.1:1"]
+endpoints = ["http://127.0.0.1:1"]
+credentials = "replace"
+bearer_env = "PIPELINE_GATEWAY_TEST_NEVER_SET"
 
 [[routes]]
 pipelines = ["prod-*"]
@@ -45,6 +47,12 @@ upstream = "primary"
 pipelines = ["*"]
 upstream = "eu"
 default = true
+
+[[auth.jwt]]
+issuer = "https://idp.example/"
+audiences = ["feldera-api"]
+algorithms = ["RS256"]
+jwks_file = "/nonexistent/jwks.json"
 "#,
     )
     .unwrap();
@@ -54,19 +62,60 @@ default = true
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    assert!(stderr.contains("2 problem(s)"), "{stderr}");
     assert!(
         stderr.contains("server.max_header_bytes: 10 is outside 1024..=262144"),
         "{stderr}"
     );
     assert!(
+        stderr.contains("routes[1].upstream: unknown upstream \"eu\""),
+        "{stderr}"
+    );
+    // Once the file is consistent, what it names outside itself is read and checked too.
+    let fixed = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("max_header_bytes = 10", "max_header_bytes = 4096")
+        .replace("upstream = \"eu\"", "upstream = \"primary\"");
+    std::fs::write(&path, fixed).unwrap();
+    let output = gateway()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .env_remove("PIPELINE_GATEWAY_TEST_NEVER_SET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2 problem(s)"), "{stderr}");
+    assert!(
         stderr.contains(
-            "upstreams[0].endpoints[0]: \"ftp://127.0.0.1:1\": the scheme must be http or https"
+            "upstreams[0].bearer_env: environment variable PIPELINE_GATEWAY_TEST_NEVER_SET is not set"
         ),
         "{stderr}"
     );
     assert!(
-        stderr.contains("routes[1].upstream: unknown upstream \"eu\""),
+        stderr.contains("auth.jwt[0].jwks_file: cannot read /nonexistent/jwks.json"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_value_that_does_not_parse_is_reported_with_its_key_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[upstreams]]\nname = \"primary\"\nendpoints = [\"ftp://127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let output = gateway()
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "upstreams[0].endpoints[0]: \"ftp://127.0.0.1:1\": the scheme must be http or https (line 3,"
+        ),
         "{stderr}"
     );
 }

@@ -14,6 +14,7 @@ async fn limited_gateway_explains_itself_on_allowed_and_rejected_responses() {
         upstream,
         r#"
 [rate_limit]
+# The former name of client_ip, still read.
 anonymous = { rate = "1/h", burst = 2 }
 "#,
     )
@@ -24,9 +25,9 @@ anonymous = { rate = "1/h", burst = 2 }
     assert_eq!(first.body().as_ref(), b"[]");
     assert_eq!(
         first.headers()["ratelimit-policy"],
-        "\"anonymous\";q=2;w=7200"
+        "\"client_ip\";q=2;w=7200"
     );
-    assert_eq!(first.headers()["ratelimit"], "\"anonymous\";r=1;t=3600");
+    assert_eq!(first.headers()["ratelimit"], "\"client_ip\";r=1;t=3600");
     assert_eq!(first.headers()["x-ratelimit-remaining"], "1");
     assert_eq!(get(addr, "/v0/pipelines", &[]).await.status(), 200);
     let rejected = get(addr, "/v0/pipelines", &[]).await;
@@ -40,7 +41,7 @@ anonymous = { rate = "1/h", burst = 2 }
     assert_eq!(rejected.headers()["x-error-source"], "gateway");
     let body: Value = serde_json::from_slice(rejected.body()).unwrap();
     assert_eq!(body["error_code"], "RateLimitExceeded");
-    assert_eq!(body["details"]["policy"], "anonymous");
+    assert_eq!(body["details"]["policy"], "client_ip");
     assert_eq!(body["details"]["limit"], 2);
     assert_eq!(body["details"]["retry_after_s"], retry_after);
     gateway.shutdown().await;

@@ -20,7 +20,7 @@ async fn two_gateway_processes_sharing_redis_admit_exactly_the_quota() {
     let extra = format!(
         r#"
 [rate_limit]
-anonymous = {{ rate = "1/h", burst = 25 }}
+client_ip = {{ rate = "1/h", burst = 25 }}
 [rate_limit.redis]
 url = "{}"
 timeout = "500ms"
@@ -51,7 +51,7 @@ on_error = "deny"
     assert_eq!(rejected, 55);
     // Both instances report the shared remaining budget.
     let last = get(a.addr, "/v0/pipelines", &[]).await;
-    assert_eq!(last.headers()["ratelimit"], "\"anonymous\";r=0;t=90000");
+    assert_eq!(last.headers()["ratelimit"], "\"client_ip\";r=0;t=90000");
 }
 
 async fn until<F, Fut>(what: &str, mut probe: F)
@@ -87,7 +87,7 @@ async fn redis_outage_applies_on_error_and_the_limiter_recovers() {
 [admin]
 listen = "127.0.0.1:0"
 [rate_limit]
-anonymous = {{ rate = "1/h", burst = 3 }}
+client_ip = {{ rate = "1/h", burst = 3 }}
 [rate_limit.redis]
 url = "{}"
 on_error = "{on_error}"
@@ -103,7 +103,7 @@ key_prefix = "{on_error}:"
     // Redis decides: one request spends one unit of the shared budget.
     let response = get(deny.local_addr(), "/v0/pipelines", &[]).await;
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["ratelimit"], "\"anonymous\";r=2;t=3600");
+    assert_eq!(response.headers()["ratelimit"], "\"client_ip\";r=2;t=3600");
 
     redis.kill();
     until("deny to answer 503", || async {
@@ -137,7 +137,7 @@ key_prefix = "{on_error}:"
         assert_eq!(response.status(), 200);
         assert_eq!(
             response.headers()["ratelimit-policy"],
-            "\"anonymous\";q=3;w=10800"
+            "\"client_ip\";q=3;w=10800"
         );
         assert!(response.headers().get("ratelimit").is_none());
     }
@@ -163,7 +163,7 @@ key_prefix = "{on_error}:"
     assert_eq!(response.status(), 200);
     let remaining = response.headers()["ratelimit"].to_str().unwrap().to_owned();
     assert!(
-        remaining.starts_with("\"anonymous\";r=1;"),
+        remaining.starts_with("\"client_ip\";r=1;"),
         "{remaining}: decided by Redis again"
     );
 

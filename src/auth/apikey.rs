@@ -15,7 +15,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -23,9 +25,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::auth::{
-    check_api_keys, decode_key_hash, read_api_keys_file, ApiKeyConfig, AuthConfig,
-};
+use crate::config::auth::{read_api_keys_file, ApiKeyConfig, AuthConfig};
 use crate::config::Problems;
 
 use super::{AuthError, Identity, Principal, Reason, Role};
@@ -71,15 +71,14 @@ struct ApiKey {
 }
 
 impl ApiKey {
-    fn from_config(config: &ApiKeyConfig) -> Result<ApiKey, String> {
-        Ok(ApiKey {
+    fn from_config(config: &ApiKeyConfig) -> ApiKey {
+        ApiKey {
             name: config.name.as_str().into(),
-            hash: decode_key_hash(&config.sha256)?,
-            role: Role::parse(&config.role)
-                .ok_or_else(|| format!("unknown role {}", config.role))?,
+            hash: config.sha256.0,
+            role: config.role,
             tenant: config.tenant.as_deref().map(Arc::from),
             expires: config.expires,
-        })
+        }
     }
 }
 
@@ -92,24 +91,21 @@ pub struct ApiKeyStore {
     file: Option<PathBuf>,
     /// Modification time and size of the file as last read.
     stamp: Mutex<Option<(SystemTime, u64)>>,
-    table: RwLock<Arc<Table>>,
+    table: ArcSwap<Table>,
 }
 
 impl ApiKeyStore {
-    /// Builds the store from a checked configuration (reads `api_keys_file`).
-    pub fn new(config: &AuthConfig) -> Result<ApiKeyStore, String> {
-        let inline = config
-            .api_keys
-            .iter()
-            .map(ApiKey::from_config)
-            .collect::<Result<Vec<_>, _>>()?;
+    /// Builds the store from a checked configuration; reads `api_keys_file`, whose problems
+    /// are reported under `at.api_keys_file`.
+    pub fn new(config: &AuthConfig, at: &str) -> Result<ApiKeyStore, Problems> {
+        let inline: Vec<ApiKey> = config.api_keys.iter().map(ApiKey::from_config).collect();
         let store = ApiKeyStore {
-            table: RwLock::new(Arc::new(Self::table(&inline, &[]))),
+            table: ArcSwap::from_pointee(Self::table(&inline, &[])),
             inline,
             file: config.api_keys_file.clone(),
             stamp: Mutex::new(None),
         };
-        store.reload_if_changed()?;
+        store.reload(&format!("{at}.api_keys_file"))?;
         Ok(store)
     }
 
@@ -131,20 +127,25 @@ impl ApiKeyStore {
     }
 
     fn current(&self) -> Arc<Table> {
-        match self.table.read() {
-            Ok(table) => table.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.table.load_full()
     }
 
     /// Re-reads `api_keys_file` if it changed; `Ok(true)` when the keys were replaced.
     /// On error the previous keys stay.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
+        self.reload("api_keys_file")
+            .map_err(|problems| problems.to_string())
+    }
+
+    fn reload(&self, at: &str) -> Result<bool, Problems> {
         let Some(path) = &self.file else {
             return Ok(false);
         };
-        let metadata =
-            std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let metadata = std::fs::metadata(path).map_err(|e| {
+            let mut problems = Problems::default();
+            problems.push(at, format!("cannot read {}: {e}", path.display()));
+            problems
+        })?;
         let stamp = (
             metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             metadata.len(),
@@ -153,20 +154,10 @@ impl ApiKeyStore {
         if *last == Some(stamp) {
             return Ok(false);
         }
-        let file = read_api_keys_file(path)?;
-        let mut problems = Problems::default();
-        check_api_keys("api_keys", &file.api_keys, &mut problems);
-        if !problems.is_empty() {
-            let lines: Vec<String> = problems.into_vec().iter().map(|p| p.to_string()).collect();
-            return Err(format!("{}: {}", path.display(), lines.join("; ")));
-        }
-        let from_file = file
-            .api_keys
-            .iter()
-            .map(ApiKey::from_config)
-            .collect::<Result<Vec<_>, _>>()?;
-        let table = Arc::new(Self::table(&self.inline, &from_file));
-        *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
+        let file = read_api_keys_file(path, at)?;
+        let from_file: Vec<ApiKey> = file.api_keys.iter().map(ApiKey::from_config).collect();
+        self.table
+            .store(Arc::new(Self::table(&self.inline, &from_file)));
         *last = Some(stamp);
         Ok(true)
     }
@@ -205,8 +196,8 @@ mod tests {
                 .iter()
                 .map(|(name, key, role, expires)| ApiKeyConfig {
                     name: name.to_string(),
-                    sha256: hash(key),
-                    role: role.to_string(),
+                    sha256: crate::config::values::KeyHash(digest(key)),
+                    role: Role::parse(role).unwrap(),
                     tenant: Some("acme".into()),
                     expires: *expires,
                 })
@@ -235,7 +226,7 @@ mod tests {
     #[test]
     fn right_key_gives_its_principal_and_tenant() {
         let key = generate();
-        let store = ApiKeyStore::new(&config(&[("ci", &key, "write", None)])).unwrap();
+        let store = ApiKeyStore::new(&config(&[("ci", &key, "write", None)]), "auth").unwrap();
         let identity = store.verify(&key, SystemTime::now()).unwrap();
         assert_eq!(&*identity.principal.id, "key:ci");
         assert_eq!(identity.principal.role, Role::Write);
@@ -247,10 +238,13 @@ mod tests {
         let key = generate();
         let old = generate();
         let past = SystemTime::now() - Duration::from_secs(1);
-        let store = ApiKeyStore::new(&config(&[
-            ("ci", &key, "read", None),
-            ("old", &old, "read", Some(past)),
-        ]))
+        let store = ApiKeyStore::new(
+            &config(&[
+                ("ci", &key, "read", None),
+                ("old", &old, "read", Some(past)),
+            ]),
+            "auth",
+        )
         .unwrap();
         let now = SystemTime::now();
         let reason = |k: &str| store.verify(k, now).unwrap_err().reason();
@@ -280,10 +274,13 @@ mod tests {
             .unwrap();
         };
         write(&first, "first");
-        let store = ApiKeyStore::new(&AuthConfig {
-            api_keys_file: Some(path.clone()),
-            ..AuthConfig::default()
-        })
+        let store = ApiKeyStore::new(
+            &AuthConfig {
+                api_keys_file: Some(path.clone()),
+                ..AuthConfig::default()
+            },
+            "auth",
+        )
         .unwrap();
         let now = SystemTime::now();
         assert!(store.verify(&first, now).is_ok());

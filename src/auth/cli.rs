@@ -55,7 +55,7 @@ mod tests {
         let file: ApiKeysFile =
             toml::from_str(&entry.replace("[[auth.api_keys]]", "[[api_keys]]")).unwrap();
         assert_eq!(file.api_keys[0].name, "ci \"bot\"");
-        assert_eq!(file.api_keys[0].sha256, apikey::hash(&key));
+        assert_eq!(file.api_keys[0].sha256.to_string(), apikey::hash(&key));
         assert_eq!(file.api_keys[0].tenant.as_deref(), Some("acme"));
     }
 

@@ -13,7 +13,7 @@
 use base64::Engine as _;
 use http::header::{self, HeaderMap};
 
-use crate::proxy::headers::{is_upgrade, FELDERA_TENANT};
+use crate::wire::{is_upgrade, FELDERA_TENANT};
 
 use super::jwt::MAX_TOKEN_BYTES;
 use super::Reason;

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::errors::GatewayError;
 
-use super::Role;
+use crate::catalog::Role;
 
 /// Why a credential was refused (the `details.reason` of a 401).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,6 +121,9 @@ pub enum AuthError {
     UnclassifiedEndpoint { actual: Role },
     #[error("not a member of the requested tenant")]
     NotATenantMember { tenant: String },
+    /// Not the client's doing: the stack is out of order (a 500).
+    #[error("{0}")]
+    Internal(GatewayError),
 }
 
 impl From<Reason> for AuthError {
@@ -148,6 +151,7 @@ const MAX_ECHOED_TENANT: usize = 128;
 impl From<AuthError> for GatewayError {
     fn from(error: AuthError) -> GatewayError {
         match error {
+            AuthError::Internal(error) => error,
             AuthError::Failed(reason) => {
                 let challenge = if reason == Reason::MissingCredentials {
                     HeaderValue::from_static("Bearer realm=\"pipeline-gateway\"")

@@ -38,9 +38,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde_json::Value;
 
-use crate::config::auth::{fetchable_url, JwtProviderConfig};
+use crate::config::auth::JwtProviderConfig;
+use crate::config::values::FetchUrl;
 
-use super::clock::Clock;
+use crate::clock::Clock;
 
 /// Largest key-set (or discovery) document read.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -82,23 +83,11 @@ impl std::fmt::Debug for VerifyKey {
     }
 }
 
-/// The JWS algorithm spelled `alg`, exactly (case matters).
+/// The JWS algorithm spelled `alg`, exactly (case matters; `none` is not one).
 pub fn algorithm(alg: &str) -> Option<Algorithm> {
-    Some(match alg {
-        "HS256" => Algorithm::HS256,
-        "HS384" => Algorithm::HS384,
-        "HS512" => Algorithm::HS512,
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        _ => return None,
-    })
+    crate::config::values::JwsAlgorithm::parse(alg)
+        .ok()
+        .map(|a| a.0)
 }
 
 impl VerifyKey {
@@ -369,7 +358,7 @@ impl JwksCache {
         let source = if let Some(path) = &config.jwks_file {
             KeySource::File(path.clone())
         } else if let Some(url) = &config.jwks_url {
-            KeySource::Url(fetchable_url(url)?)
+            KeySource::Url(url.0.clone())
         } else {
             KeySource::Discovery {
                 issuer: config.issuer.clone(),
@@ -503,7 +492,7 @@ impl JwksCache {
                     "{}/.well-known/openid-configuration",
                     issuer.trim_end_matches('/')
                 );
-                let (document, _) = self.get(fetchable_url(&url)?).await?;
+                let (document, _) = self.get(FetchUrl::parse(&url)?.0).await?;
                 let document: Value = serde_json::from_slice(&document)
                     .map_err(|e| format!("discovery document: {e}"))?;
                 if document.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
@@ -513,7 +502,7 @@ impl JwksCache {
                     .get("jwks_uri")
                     .and_then(Value::as_str)
                     .ok_or("the discovery document has no jwks_uri")?;
-                self.get(fetchable_url(jwks_uri)?).await?
+                self.get(FetchUrl::parse(jwks_uri)?.0).await?
             }
         };
         self.install(&bytes)?;
@@ -569,7 +558,7 @@ fn max_age(value: &str) -> Option<Duration> {
 }
 
 fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build(crate::proxy::pool::https_connector(FETCH_TIMEOUT))
+    Client::builder(TokioExecutor::new()).build(crate::outbound::https_connector(FETCH_TIMEOUT))
 }
 
 #[cfg(test)]
@@ -591,7 +580,7 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_kid_refetches_at_most_once_per_cooldown() {
-        use crate::auth::clock::FakeClock;
+        use crate::clock::FakeClock;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwks.json");
         std::fs::write(&path, json!({ "keys": [ed("a")] }).to_string()).unwrap();

@@ -44,10 +44,11 @@ use serde::Deserialize;
 use serde_json::{Map, Number, Value};
 
 use crate::config::auth::{AuthConfig, JwtProviderConfig};
+use crate::config::Problems;
 
-use super::clock::Clock;
 use super::jwks::{algorithm, JwksCache, KeySet, KeySetMetrics, VerifyKey};
 use super::{AuthError, Identity, Principal, Reason, Role};
+use crate::clock::Clock;
 
 /// Largest token accepted (RFC 8725 §3.x: bound the work before decoding).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -76,40 +77,47 @@ pub struct JwtProvider {
 }
 
 impl JwtProvider {
+    /// Builds the provider at key path `at`: reads its shared secrets and its `jwks_file`.
     fn new(
         config: &JwtProviderConfig,
+        at: &str,
         clock: Arc<dyn Clock>,
         metrics: &KeySetMetrics,
-    ) -> Result<JwtProvider, String> {
+    ) -> Result<JwtProvider, Problems> {
+        let mut problems = Problems::default();
         let has_key_set =
             config.jwks_file.is_some() || config.jwks_url.is_some() || config.discovery;
-        let hmac = config
-            .hmac_keys
-            .iter()
-            .map(|key| {
-                key.load_secret()
-                    .and_then(|secret| VerifyKey::hmac(key.kid.clone(), &secret))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(JwtProvider {
+        let mut hmac = Vec::with_capacity(config.hmac_keys.len());
+        for (j, key) in config.hmac_keys.iter().enumerate() {
+            match key
+                .load_secret()
+                .and_then(|secret| VerifyKey::hmac(key.kid.clone(), &secret))
+            {
+                Ok(key) => hmac.push(key),
+                Err(reason) => problems.push(format!("{at}.hmac_keys[{j}]"), reason),
+            }
+        }
+        let jwks = if has_key_set {
+            match JwksCache::new(config, clock, metrics.clone()) {
+                Ok(jwks) => Some(jwks),
+                Err(reason) => {
+                    problems.push(format!("{at}.jwks_file"), reason);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        problems.into_result(JwtProvider {
             issuer: config.issuer.as_str().into(),
             audiences: config.audiences.clone(),
-            algorithms: config
-                .algorithms
-                .iter()
-                .map(|a| algorithm(a).ok_or_else(|| format!("unknown algorithm {a}")))
-                .collect::<Result<_, _>>()?,
+            algorithms: config.algorithms.iter().map(|a| a.0).collect(),
             leeway: config.leeway.as_secs_f64(),
             role_claim: config.role_claim.clone(),
-            default_role: Role::parse(&config.default_role)
-                .ok_or_else(|| format!("unknown role {}", config.default_role))?,
+            default_role: config.default_role,
             tenant_claim: config.tenant_claim.clone(),
             required_claims: config.required_claims.clone(),
-            jwks: if has_key_set {
-                Some(JwksCache::new(config, clock, metrics.clone())?)
-            } else {
-                None
-            },
+            jwks,
             hmac: KeySet::from_keys(hmac),
         })
     }
@@ -134,27 +142,29 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
+    /// Builds every provider of `config` (at key path `at`, for problems).
     pub fn new(
         config: &AuthConfig,
+        at: &str,
         clock: Arc<dyn Clock>,
         verifications: Counter,
         key_sets: &KeySetMetrics,
-    ) -> Result<JwtVerifier, String> {
-        Ok(JwtVerifier {
-            providers: config
-                .jwt
-                .iter()
-                .map(|p| JwtProvider::new(p, clock.clone(), key_sets))
-                .collect::<Result<_, _>>()?,
+    ) -> Result<JwtVerifier, Problems> {
+        let mut problems = Problems::default();
+        let mut providers = Vec::with_capacity(config.jwt.len());
+        for (i, provider) in config.jwt.iter().enumerate() {
+            match JwtProvider::new(provider, &format!("{at}.jwt[{i}]"), clock.clone(), key_sets) {
+                Ok(provider) => providers.push(provider),
+                Err(more) => problems.extend(more),
+            }
+        }
+        problems.into_result(JwtVerifier {
+            providers,
             claim_headers: config
                 .claim_headers
                 .iter()
-                .map(|(claim, header)| {
-                    HeaderName::try_from(header.as_str())
-                        .map(|name| (claim.clone(), name))
-                        .map_err(|_| format!("bad header name {header}"))
-                })
-                .collect::<Result<_, _>>()?,
+                .map(|(claim, header)| (claim.clone(), header.0.clone()))
+                .collect(),
             verifications,
         })
     }
@@ -512,7 +522,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::auth::clock::FakeClock;
+    use crate::clock::FakeClock;
 
     use super::test_keys::{b64, hmac_sha256, jwks, key_sources, TestKey};
 
@@ -542,8 +552,14 @@ mod tests {
         let config: AuthConfig = toml::from_str(&text).unwrap();
         let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
         Fixture {
-            verifier: JwtVerifier::new(&config, clock, Counter::default(), &Default::default())
-                .unwrap(),
+            verifier: JwtVerifier::new(
+                &config,
+                "auth",
+                clock,
+                Counter::default(),
+                &Default::default(),
+            )
+            .unwrap(),
             _dir: dir,
         }
     }
@@ -611,7 +627,8 @@ mod tests {
         .unwrap();
         let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
         let metrics = KeySetMetrics::default();
-        let verifier = JwtVerifier::new(&config, clock, Counter::default(), &metrics).unwrap();
+        let verifier =
+            JwtVerifier::new(&config, "auth", clock, Counter::default(), &metrics).unwrap();
         let f = Fixture {
             verifier,
             _dir: dir,
@@ -823,8 +840,14 @@ mod tests {
         ))
         .unwrap();
         let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
-        let verifier =
-            JwtVerifier::new(&config, clock, Counter::default(), &Default::default()).unwrap();
+        let verifier = JwtVerifier::new(
+            &config,
+            "auth",
+            clock,
+            Counter::default(),
+            &Default::default(),
+        )
+        .unwrap();
         let c = json!({
             "iss": ISS, "sub": "bob", "aud": ["feldera-api"], "exp": NOW + 60.0,
             "realm": { "roles": ["viewer", "read", "admin"] },

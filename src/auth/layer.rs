@@ -35,16 +35,16 @@ use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
 
 use crate::body::{Request, Response, ResponseFuture};
+use crate::clock::Clock;
 use crate::config::auth::{AuthConfig, AuthMode};
+use crate::config::Problems;
+use crate::context::RequestContext;
 use crate::errors::GatewayError;
-use crate::proxy::headers::FELDERA_TENANT;
-use crate::routing::{Access, Classified};
-use crate::telemetry::RequestLog;
+use crate::wire::FELDERA_TENANT;
 
 use super::apikey::{self, ApiKeyStore};
 use super::authorize::{authorize, select_tenant, Requirement, RoutePolicy};
 use super::cache::{token_key, TokenCache};
-use super::clock::{Clock, SystemClock};
 use super::credential;
 use super::jwks::{JwksCache, KeySetMetrics};
 use super::jwt::{JwtVerifier, Outcome, MAX_TOKEN_BYTES};
@@ -66,9 +66,32 @@ pub struct Authenticator {
     cache: TokenCache,
     clock: Arc<dyn Clock>,
     claim_header_names: Vec<HeaderName>,
+    trust_tenant_header: bool,
+    metrics: AuthMetrics,
+}
+
+/// Authentication's metrics, made once per process and shared by every runtime snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct AuthMetrics {
     verifications: Counter,
     failures: Family<FailureLabels, Counter>,
     key_sets: KeySetMetrics,
+}
+
+impl AuthMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "auth_signature_verifications",
+            "JWT signature verifications performed (cache hits and early rejections excluded)",
+            self.verifications.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused with 401, by reason",
+            self.failures.clone(),
+        );
+        self.key_sets.register(registry);
+    }
 }
 
 /// How far the synchronous part of authentication got.
@@ -86,6 +109,8 @@ enum Begin {
     /// Forward (the request carries its principal, if any).
     Pass,
     Fail(AuthError),
+    /// The stack is out of order (no context or classification): a 500.
+    Internal(GatewayError),
     /// Refetch the key set, then finish.
     Refetch {
         provider: usize,
@@ -101,44 +126,46 @@ static ANONYMOUS: std::sync::LazyLock<Arc<str>> =
     std::sync::LazyLock::new(|| Arc::from("anonymous"));
 
 impl Authenticator {
-    /// Builds the authenticator from a checked configuration and registers its metrics.
-    pub fn new(config: &AuthConfig, registry: &mut Registry) -> Result<Authenticator, String> {
-        let authenticator = Authenticator::with_clock(config, Arc::new(SystemClock))?;
-        registry.register(
-            "auth_signature_verifications",
-            "JWT signature verifications performed (cache hits and early rejections excluded)",
-            authenticator.verifications.clone(),
+    /// Builds the authenticator from a checked configuration (its key path `at`, for
+    /// problems): reads `api_keys_file`, every `jwks_file` and every shared secret.
+    pub fn new(
+        config: &AuthConfig,
+        at: &str,
+        clock: Arc<dyn Clock>,
+        metrics: &AuthMetrics,
+    ) -> Result<Authenticator, Problems> {
+        let mut problems = Problems::default();
+        let jwt = JwtVerifier::new(
+            config,
+            at,
+            clock.clone(),
+            metrics.verifications.clone(),
+            &metrics.key_sets,
         );
-        registry.register(
-            "auth_failures",
-            "Requests refused with 401, by reason",
-            authenticator.failures.clone(),
-        );
-        authenticator.key_sets.register(registry);
-        Ok(authenticator)
-    }
-
-    /// Builds the authenticator with a given clock (tests and benchmarks).
-    pub fn with_clock(config: &AuthConfig, clock: Arc<dyn Clock>) -> Result<Authenticator, String> {
-        let verifications = Counter::default();
-        let key_sets = KeySetMetrics::default();
-        let jwt = JwtVerifier::new(config, clock.clone(), verifications.clone(), &key_sets)?;
+        let api_keys = ApiKeyStore::new(config, at);
+        let (jwt, api_keys) = match (jwt, api_keys) {
+            (Ok(jwt), Ok(api_keys)) => (jwt, api_keys),
+            (jwt, api_keys) => {
+                if let Err(more) = jwt {
+                    problems.extend(more);
+                }
+                if let Err(more) = api_keys {
+                    problems.extend(more);
+                }
+                return Err(problems);
+            }
+        };
         let authenticator = Authenticator {
             mode: config.mode,
-            policy: RoutePolicy::new(config)?,
-            api_keys: ApiKeyStore::new(config)?,
+            policy: RoutePolicy::new(config),
+            api_keys,
             api_keys_reload: config.api_keys_reload,
             jwt,
             cache: TokenCache::new(config.token_cache_size, config.token_cache_ttl),
             clock,
-            claim_header_names: config
-                .claim_headers
-                .values()
-                .filter_map(|h| HeaderName::try_from(h.as_str()).ok())
-                .collect(),
-            verifications,
-            failures: Family::default(),
-            key_sets,
+            claim_header_names: config.claim_headers.values().map(|h| h.0.clone()).collect(),
+            trust_tenant_header: config.trust_tenant_header,
+            metrics: metrics.clone(),
         };
         if authenticator.mode == AuthMode::On
             && authenticator.api_keys.is_empty()
@@ -152,12 +179,12 @@ impl Authenticator {
 
     /// Key-set refusals counted so far for `reason` (tests).
     pub fn key_set_refusals(&self, reason: &'static str) -> u64 {
-        self.key_sets.count(reason)
+        self.metrics.key_sets.count(reason)
     }
 
     /// Signature verifications actually performed so far.
     pub fn verifications(&self) -> u64 {
-        self.verifications.get()
+        self.metrics.verifications.get()
     }
 
     /// Key-set fetches attempted so far, over all issuers.
@@ -258,7 +285,8 @@ impl Authenticator {
 
     fn record(&self, error: &AuthError) {
         if let Some(reason) = error.reason() {
-            self.failures
+            self.metrics
+                .failures
                 .get_or_create(&FailureLabels {
                     reason: reason.as_str(),
                 })
@@ -271,23 +299,32 @@ impl Authenticator {
         for name in &self.claim_header_names {
             request.headers_mut().remove(name);
         }
-        let access = request
-            .extensions()
-            .get::<Classified>()
-            .map_or(Access::Unclassified, |c| c.endpoint.access);
+        let access = match RequestContext::of(request).and_then(|c| c.classified()) {
+            Ok(classified) => classified.endpoint.access,
+            Err(error) => return Begin::Internal(error),
+        };
         if self.mode == AuthMode::Off {
+            // Nobody is verified: the client's tenant is believed only when the operator
+            // said so (`trust_tenant_header`); otherwise there is none, and the header goes.
+            let tenant = if self.trust_tenant_header {
+                request
+                    .headers()
+                    .get(FELDERA_TENANT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(Arc::from)
+            } else {
+                None
+            };
             let principal = Principal {
                 id: ANONYMOUS.clone(),
                 credential: Credential::Anonymous,
                 role: Role::Owner,
-                tenant: request
-                    .headers()
-                    .get(FELDERA_TENANT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(Arc::from),
+                tenant,
             };
-            insert_principal(request, principal);
-            return Begin::Pass;
+            return match insert_principal(request, principal) {
+                Ok(()) => Begin::Pass,
+                Err(error) => Begin::Internal(error),
+            };
         }
         let requirement = self
             .policy
@@ -344,8 +381,7 @@ impl Authenticator {
         for (name, value) in &identity.claim_headers {
             request.headers_mut().insert(name.clone(), value.clone());
         }
-        insert_principal(request, principal);
-        Ok(())
+        insert_principal(request, principal).map_err(AuthError::Internal)
     }
 
     /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace) and
@@ -404,11 +440,9 @@ impl Authenticator {
     }
 }
 
-fn insert_principal(request: &mut Request, principal: Principal) {
-    if let Some(log) = request.extensions().get::<RequestLog>() {
-        log.set_principal(principal.id.clone());
-    }
-    request.extensions_mut().insert(principal);
+fn insert_principal(request: &Request, principal: Principal) -> Result<(), GatewayError> {
+    RequestContext::of(request)?.set_principal(principal);
+    Ok(())
 }
 
 fn reject(error: AuthError) -> Response {
@@ -462,6 +496,7 @@ where
         match self.authenticator.begin(&mut request) {
             Begin::Pass => Either::Right(Either::Left(self.inner.call(request))),
             Begin::Fail(error) => Either::Left(std::future::ready(Ok(reject(error)))),
+            Begin::Internal(error) => Either::Left(std::future::ready(Ok(error.into_response()))),
             Begin::Refetch {
                 provider,
                 generation,

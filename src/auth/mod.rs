@@ -11,25 +11,24 @@
 //! Split by concern: [`credential`] reads what was presented, [`apikey`] and [`jwt`] (with
 //! [`jwks`] and [`cache`]) verify it, [`authorize`] decides what it may do, [`error`] is the one
 //! error type and its one conversion to the gateway's error schema, [`layer`] ties them into
-//! the stack, [`cli`] backs `pipeline-gateway apikey …`, and [`clock`] makes time injectable.
+//! the stack, and [`cli`] backs `pipeline-gateway apikey …`. The [`Principal`] it makes lives
+//! on the ground floor (`crate::principal`), where every later layer reads it.
 
 pub mod apikey;
 pub mod authorize;
 pub mod cache;
 pub mod cli;
-pub mod clock;
 pub mod credential;
 pub mod error;
 pub mod jwks;
 pub mod jwt;
 pub mod layer;
-pub mod principal;
 
 use http::{HeaderName, HeaderValue};
 
+pub use crate::principal::{Credential, Principal, Role};
 pub use error::{AuthError, Reason};
-pub use layer::{AuthLayer, Authenticator};
-pub use principal::{Credential, Principal, Role};
+pub use layer::{AuthLayer, AuthMetrics, Authenticator};
 
 /// A verified credential, before the request's tenant is chosen: what the token cache keeps.
 #[derive(Debug, Clone)]

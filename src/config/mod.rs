@@ -1,26 +1,34 @@
 //! Configuration: the TOML file's serde types, loading, and the check that lists every problem.
+//! Plain data: this module imports nothing of the runtime (only the ground-floor catalog).
 //!
-//! Owns the file format (unknown keys are errors everywhere) and the cross-checks between
-//! sections (a route naming an unknown upstream, …). Sections that belong to one concern
-//! (`auth`, `rate_limit`) keep their types beside this file; the runtime forms are built by
-//! the modules that use them, and a module's own `check` is what `check-config` runs, so the
-//! command and the server cannot disagree. Every key is documented in `config/gateway.toml`.
+//! Loading has two steps. Parsing types every value once ([`values`]): a value that does not
+//! parse stops loading with its key path and line (`auth.jwt[0].algorithms[1]: unknown
+//! algorithm "XS256" (line 12, column 27)`); unknown keys are errors everywhere. Then
+//! [`Config::check`] lists every problem between values (a route naming an unknown upstream,
+//! two defaults, …), each with its key path; it does no I/O. Files and environment variables
+//! named by the configuration are read when the runtime is built (`runtime::Runtime::build`),
+//! which reports their problems the same way; `check-config` does both, so the command and the
+//! server cannot disagree. Every key is documented in `config/gateway.toml`.
 
 pub mod auth;
+pub mod browser;
 pub mod ratelimit;
+pub mod values;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use self::auth::AuthConfig;
+pub use self::browser::{ConsoleConfig, CorsConfig};
 pub use self::ratelimit::RateLimitConfig;
+pub use self::values::{EndpointUrl, NameGlob, PathGlob};
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -35,10 +43,14 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
 }
 
 /// `[server]`: the client-facing listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -73,14 +85,14 @@ impl Default for ServerConfig {
 }
 
 /// `[admin]`: a separate listener for `/livez`, `/readyz` and `/metrics`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
 /// How the client's `Authorization` travels to an upstream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CredentialsMode {
     /// Forward the client's `Authorization` unchanged.
@@ -93,11 +105,11 @@ pub enum CredentialsMode {
 }
 
 /// `[[upstreams]]`: one pipeline manager, possibly several replicas.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
-    pub endpoints: Vec<String>,
+    pub endpoints: Vec<EndpointUrl>,
     #[serde(default = "defaults::connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(default = "defaults::request_timeout", with = "humantime_serde")]
@@ -139,18 +151,18 @@ mod defaults {
 
 /// `[[routes]]`: which upstream serves a request. Tried in order; every criterion given must
 /// match. A request that names no pipeline goes to the `default` route.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Globs on the pipeline name.
     #[serde(default)]
-    pub pipelines: Vec<String>,
+    pub pipelines: Vec<NameGlob>,
     /// Tenants (from the verified principal) this route serves.
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// Globs on the request path.
+    /// Globs on the request path (`*` within a segment, `**` across).
     #[serde(default)]
-    pub paths: Vec<String>,
+    pub paths: Vec<PathGlob>,
     pub upstream: String,
     #[serde(default)]
     pub default: bool,
@@ -165,7 +177,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -188,6 +204,64 @@ impl Problems {
     pub fn into_vec(self) -> Vec<Problem> {
         self.0
     }
+
+    /// Adds every problem of `other`.
+    pub fn extend(&mut self, other: Problems) {
+        self.0.extend(other.0);
+    }
+
+    /// `Ok(value)` when there are no problems.
+    pub fn into_result<T>(self, value: T) -> Result<T, Problems> {
+        if self.0.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} problem(s):", self.0.len())?;
+        for problem in &self.0 {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<Problems> for ConfigError {
+    fn from(problems: Problems) -> ConfigError {
+        ConfigError::Invalid(problems.into_vec())
+    }
+}
+
+/// Parses TOML into `T`, typing every value; the first value that does not parse is the
+/// problem, with its key path and its line and column.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Problem> {
+    let located = |error: &toml::de::Error| match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!(
+                "{} (line {line}, column {column})",
+                error.message().trim_end()
+            )
+        }
+        None => error.message().trim_end().to_owned(),
+    };
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|error| Problem {
+        path: String::new(),
+        message: located(&error),
+    })?;
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        Problem {
+            path: if path == "." { String::new() } else { path },
+            message: located(error.inner()),
+        }
+    })
 }
 
 /// Why a configuration cannot be used.
@@ -199,7 +273,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{0}")]
-    Parse(String),
+    Parse(Problem),
     #[error("{} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
 }
@@ -216,7 +290,7 @@ impl Config {
 
     /// Parses and checks configuration text.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let config: Config = parse_toml(text).map_err(ConfigError::Parse)?;
         let problems = config.check();
         if problems.is_empty() {
             Ok(config)
@@ -230,7 +304,8 @@ impl Config {
         let mut problems = Problems::default();
         self.check_server(&mut problems);
         self.check_upstreams(&mut problems);
-        crate::routing::RouteTable::check(self, &mut problems);
+        self.check_routes(&mut problems);
+        self.check_browser(&mut problems);
         self.auth.check("auth", &mut problems);
         if let Some(rate_limit) = &self.rate_limit {
             rate_limit.check("rate_limit", &mut problems);
@@ -281,11 +356,6 @@ impl Config {
                     "at least one endpoint is required",
                 );
             }
-            for (j, endpoint) in upstream.endpoints.iter().enumerate() {
-                if let Err(reason) = crate::proxy::parse_endpoint(endpoint) {
-                    problems.push(format!("{at}.endpoints[{j}]"), reason);
-                }
-            }
             for (key, value) in [
                 ("connect_timeout", upstream.connect_timeout),
                 ("request_timeout", upstream.request_timeout),
@@ -299,12 +369,6 @@ impl Config {
                     format!("{at}.bearer_env"),
                     "credentials = \"replace\" needs bearer_env (the variable holding the key)",
                 ),
-                (CredentialsMode::Replace, Some(var)) if std::env::var_os(var).is_none() => {
-                    problems.push(
-                        format!("{at}.bearer_env"),
-                        format!("environment variable {var} is not set"),
-                    )
-                }
                 (CredentialsMode::Pass | CredentialsMode::Strip, Some(_)) => problems.push(
                     format!("{at}.bearer_env"),
                     "only used with credentials = \"replace\"",
@@ -312,6 +376,44 @@ impl Config {
                 _ => {}
             }
         }
+    }
+}
+
+impl Config {
+    fn check_routes(&self, problems: &mut Problems) {
+        if self.routes.is_empty() {
+            problems.push("routes", "at least one route is required");
+        }
+        let mut default = false;
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = format!("routes[{i}]");
+            if !self.upstreams.iter().any(|u| u.name == route.upstream) {
+                problems.push(
+                    format!("{at}.upstream"),
+                    format!("unknown upstream \"{}\"", route.upstream),
+                );
+            }
+            if route.default {
+                if default {
+                    problems.push(format!("{at}.default"), "only one route can be the default");
+                }
+                default = true;
+            } else if route.pipelines.is_empty()
+                && route.paths.is_empty()
+                && route.tenants.is_empty()
+            {
+                problems.push(
+                    at.clone(),
+                    "a route needs pipelines, paths or tenants, or default = true",
+                );
+            }
+        }
+    }
+
+    /// The index of the default route's upstream (in `upstreams`), when there is one.
+    pub fn default_upstream(&self) -> Option<usize> {
+        let route = self.routes.iter().find(|r| r.default)?;
+        self.upstreams.iter().position(|u| u.name == route.upstream)
     }
 }
 
@@ -326,11 +428,34 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_does_not_parse_names_its_key_path_and_line() {
+        let text = "[[upstreams]]\nname = \"primary\"\nendpoints = [\"http://127.0.0.1:1\", \"ftp://x\"]\n";
+        let Err(ConfigError::Parse(problem)) = Config::from_toml(text) else {
+            panic!("expected a parse error")
+        };
+        assert_eq!(problem.path, "upstreams[0].endpoints[1]");
+        assert!(
+            problem
+                .message
+                .starts_with("\"ftp://x\": the scheme must be http or https"),
+            "{problem}"
+        );
+        assert!(problem.message.contains("(line 3, column "), "{problem}");
+        let Err(ConfigError::Parse(problem)) =
+            Config::from_toml("[[routes]]\npipelines = [\"[\"]\nupstream = \"a\"\n")
+        else {
+            panic!("expected a parse error")
+        };
+        assert_eq!(problem.path, "routes[0].pipelines[0]");
+        assert!(problem.message.starts_with("invalid glob"), "{problem}");
+    }
+
+    #[test]
     fn every_problem_is_listed_with_its_key_path() {
         let text = r#"
             [[upstreams]]
             name = "primary"
-            endpoints = ["ftp://x", "http://127.0.0.1:1"]
+            endpoints = ["http://127.0.0.1:2", "http://127.0.0.1:1"]
             [[upstreams]]
             name = "primary"
             endpoints = []
@@ -342,12 +467,6 @@ mod tests {
             panic!("expected problems")
         };
         let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("upstreams[0].endpoints[0]:")),
-            "{lines:?}"
-        );
         assert!(
             lines
                 .iter()

@@ -1,14 +1,15 @@
 //! `[rate_limit]`: how many requests a client may make, and where the counters live.
 //!
-//! Owns the file format of the section and its check; the runtime form (limiters, policies)
-//! is built by `crate::ratelimit` from a configuration that passed [`RateLimitConfig::check`].
+//! Owns the file format of the section and its check (pure: no I/O); values are typed when the
+//! file is read (rates, endpoint references, proxies). The runtime form (limiters, policies) is
+//! built by `crate::ratelimit` from a configuration that passed [`RateLimitConfig::check`].
 //!
 //! Shape (every key, with its default, is listed in `docs/ratelimit.md`):
 //!
 //! ```toml
 //! [rate_limit]
 //! principal = { rate = "50/s", burst = 100 }   # per verified principal, after auth
-//! anonymous = { rate = "20/s", burst = 40 }    # per client IP, before auth
+//! client_ip = { rate = "20/s", burst = 40 }    # per client IP, before auth (alias: anonymous)
 //! trusted_proxies = ["10.0.0.0/8"]
 //!
 //! [[rate_limit.rules]]                         # per endpoint name or class:<class>
@@ -28,22 +29,22 @@
 //! ```
 //!
 //! Edge cases: a rate is exactly `N/s`, `N/m` or `N/h` with `N >= 1`; `burst` defaults to
-//! `N` and must be at least 1. Policy names (given or derived: `principal`, `anonymous`,
+//! `N` and must be at least 1. Policy names (given or derived: `principal`, `client_ip`,
 //! `rule-<i>`, `override-<i>`) must be unique, because they name the budgets in Redis and in
 //! the `RateLimit-Policy` header. Override principals must be verified ids (`key:<name>` or
 //! `jwt:<iss>#<sub>`), never `anonymous`.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use super::values::{EndpointRef, TrustedProxy};
 use super::Problems;
-use crate::routing::catalog::{EndpointClass, ENDPOINT_NAMES};
+
+pub use super::values::Rate;
 
 /// `[rate_limit]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// The limit of each verified principal (after authentication). `None`: only rules and
@@ -51,12 +52,12 @@ pub struct RateLimitConfig {
     #[serde(default)]
     pub principal: Option<LimitConfig>,
     /// The limit of each client IP (IPv6 by /64), applied to every request before
-    /// authentication. `None`: no limit by IP.
-    #[serde(default)]
-    pub anonymous: Option<LimitConfig>,
+    /// authentication. `None`: no limit by IP. (`anonymous` is its former name.)
+    #[serde(default, alias = "anonymous")]
+    pub client_ip: Option<LimitConfig>,
     /// Peers whose `X-Forwarded-For` is believed (networks or single addresses).
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<TrustedProxy>,
     /// Limits per endpoint name or class; the first rule naming the request's endpoint wins.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -76,30 +77,30 @@ pub struct RateLimitConfig {
 }
 
 /// `{ rate = "N/s", burst = B }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
-    pub rate: String,
+    pub rate: Rate,
     #[serde(default)]
     pub burst: Option<u32>,
 }
 
 /// `[[rate_limit.rules]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Policy name (default `rule-<index>`).
     #[serde(default)]
     pub name: Option<String>,
     /// Endpoint names (`activate`, `pipelines.list`, …) or `class:<class>`.
-    pub routes: Vec<String>,
-    pub rate: String,
+    pub routes: Vec<EndpointRef>,
+    pub rate: Rate,
     #[serde(default)]
     pub burst: Option<u32>,
 }
 
 /// `[[rate_limit.overrides]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideConfig {
     /// Policy name (default `override-<index>`).
@@ -113,14 +114,14 @@ pub struct OverrideConfig {
     pub tenants: Vec<String>,
     /// Restricts the override to these endpoints (same spelling as rules); empty: all.
     #[serde(default)]
-    pub routes: Vec<String>,
-    pub rate: String,
+    pub routes: Vec<EndpointRef>,
+    pub rate: Rate,
     #[serde(default)]
     pub burst: Option<u32>,
 }
 
 /// `[rate_limit.redis]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port[/db]` or `rediss://…`.
@@ -136,7 +137,7 @@ pub struct RedisConfig {
 }
 
 /// What a decision does when Redis is slow or down.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnError {
     /// Decide with this instance's own in-memory limiter (same policy, local budget).
@@ -174,64 +175,8 @@ mod defaults {
     }
 }
 
-/// A parsed rate: `count` requests per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u32,
-    pub per: Duration,
-}
-
-impl Rate {
-    /// Parses `N/s`, `N/m` or `N/h` (`N >= 1`).
-    pub fn parse(text: &str) -> Option<Rate> {
-        let (count, unit) = text.split_once('/')?;
-        if count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let count: u32 = count.parse().ok().filter(|n| *n >= 1)?;
-        let per = match unit {
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            _ => return None,
-        };
-        Some(Rate { count, per })
-    }
-
-    /// Time to earn one request back (GCRA's emission interval). Never zero.
-    pub fn interval(self) -> Duration {
-        (self.per / self.count).max(Duration::from_nanos(1))
-    }
-}
-
-impl std::fmt::Display for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let unit = match self.per.as_secs() {
-            1 => "s",
-            60 => "m",
-            _ => "h",
-        };
-        write!(f, "{}/{unit}", self.count)
-    }
-}
-
 /// Largest `burst` accepted.
 pub const MAX_BURST: u32 = 1_000_000;
-
-/// Parses an entry of `trusted_proxies`: a network, or one address.
-pub fn parse_trusted_proxy(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-/// Whether `route` names an endpoint or a class (`class:<class>`).
-pub fn is_known_route(route: &str) -> bool {
-    match route.strip_prefix("class:") {
-        Some(class) => EndpointClass::ALL.iter().any(|c| c.as_str() == class),
-        None => ENDPOINT_NAMES.contains(&route),
-    }
-}
 
 /// A policy name usable in headers and Redis keys: 1 to 64 of `[A-Za-z0-9._-]`.
 fn valid_policy_name(name: &str) -> bool {
@@ -264,33 +209,24 @@ impl RateLimitConfig {
         let mut names: Vec<(String, String)> = Vec::new();
         for (key, limit) in [
             ("principal", &self.principal),
-            ("anonymous", &self.anonymous),
+            ("client_ip", &self.client_ip),
         ] {
             if let Some(limit) = limit {
-                check_limit(&format!("{at}.{key}"), &limit.rate, limit.burst, problems);
+                check_burst(&format!("{at}.{key}"), limit.burst, problems);
                 names.push((key.to_owned(), format!("{at}.{key}")));
-            }
-        }
-        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
-            if parse_trusted_proxy(proxy).is_none() {
-                problems.push(
-                    format!("{at}.trusted_proxies[{i}]"),
-                    format!("\"{proxy}\" is not an IP address or network (a.b.c.d/n, x::/n)"),
-                );
             }
         }
         for (i, rule) in self.rules.iter().enumerate() {
             let here = format!("{at}.rules[{i}]");
-            check_limit(&here, &rule.rate, rule.burst, problems);
+            check_burst(&here, rule.burst, problems);
             if rule.routes.is_empty() {
                 problems.push(format!("{here}.routes"), "at least one route is required");
             }
-            check_routes(&here, &rule.routes, problems);
             names.push((self.rule_name(i), format!("{here}.name")));
         }
         for (i, over) in self.overrides.iter().enumerate() {
             let here = format!("{at}.overrides[{i}]");
-            check_limit(&here, &over.rate, over.burst, problems);
+            check_burst(&here, over.burst, problems);
             if over.principals.is_empty() && over.tenants.is_empty() {
                 problems.push(
                     here.clone(),
@@ -315,7 +251,6 @@ impl RateLimitConfig {
                     problems.push(format!("{here}.tenants[{j}]"), "must not be empty");
                 }
             }
-            check_routes(&here, &over.routes, problems);
             names.push((self.override_name(i), format!("{here}.name")));
         }
         for (i, (name, path)) in names.iter().enumerate() {
@@ -348,32 +283,12 @@ impl RateLimitConfig {
     }
 }
 
-fn check_limit(at: &str, rate: &str, burst: Option<u32>, problems: &mut Problems) {
-    if Rate::parse(rate).is_none() {
-        problems.push(
-            format!("{at}.rate"),
-            format!("\"{rate}\" is not N/s, N/m or N/h"),
-        );
-    }
+fn check_burst(at: &str, burst: Option<u32>, problems: &mut Problems) {
     if let Some(burst) = burst {
         if !(1..=MAX_BURST).contains(&burst) {
             problems.push(
                 format!("{at}.burst"),
                 format!("{burst} is outside 1..={MAX_BURST}"),
-            );
-        }
-    }
-}
-
-fn check_routes(at: &str, routes: &[String], problems: &mut Problems) {
-    for (j, route) in routes.iter().enumerate() {
-        if !is_known_route(route) {
-            problems.push(
-                format!("{at}.routes[{j}]"),
-                format!(
-                    "unknown route \"{route}\" (an endpoint name such as \"activate\", or \
-                     \"class:<class>\" such as \"class:lifecycle\")"
-                ),
             );
         }
     }
@@ -403,21 +318,16 @@ mod tests {
 
     #[test]
     fn rates_parse_in_three_units_only() {
-        assert_eq!(
-            Rate::parse("5/s"),
-            Some(Rate {
-                count: 5,
-                per: Duration::from_secs(1)
-            })
-        );
+        let five = Rate {
+            count: 5,
+            per: Duration::from_secs(1),
+        };
+        assert_eq!(Rate::parse("5/s"), Ok(five));
         assert_eq!(
             Rate::parse("30/m").map(|r| r.interval()),
-            Some(Duration::from_secs(2))
+            Ok(Duration::from_secs(2))
         );
-        assert_eq!(
-            Rate::parse("1/h").map(|r| r.to_string()),
-            Some("1/h".into())
-        );
+        assert_eq!(Rate::parse("1/h").map(|r| r.to_string()), Ok("1/h".into()));
         for bad in [
             "5/x",
             "0/s",
@@ -429,7 +339,7 @@ mod tests {
             "5/sec",
             "99999999999/s",
         ] {
-            assert_eq!(Rate::parse(bad), None, "{bad}");
+            assert!(Rate::parse(bad).is_err(), "{bad}");
         }
     }
 
@@ -459,20 +369,46 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_does_not_parse_names_its_key_path_and_line() {
+        for (section, expected) in [
+            (
+                "[rate_limit]\nprincipal = { rate = \"50/x\" }",
+                "rate_limit.principal.rate: \"50/x\" is not a rate",
+            ),
+            (
+                "[rate_limit]\ntrusted_proxies = [\"10.0.0.0/8\", \"proxy.local\"]",
+                "rate_limit.trusted_proxies[1]: \"proxy.local\" is not an IP address or network",
+            ),
+            (
+                "[[rate_limit.rules]]\nroutes = [\"activate\", \"strat\"]\nrate = \"5/s\"",
+                "rate_limit.rules[0].routes[1]: unknown endpoint \"strat\"",
+            ),
+            (
+                "[[rate_limit.rules]]\nroutes = [\"class:nope\"]\nrate = \"5/s\"",
+                "rate_limit.rules[0].routes[0]: unknown class \"nope\"",
+            ),
+        ] {
+            let lines = problems(section);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(lines[0].starts_with(expected), "{lines:?}");
+            assert!(lines[0].contains("(line "), "{lines:?}");
+        }
+    }
+
+    #[test]
     fn every_rate_limit_problem_is_listed_with_its_key_path() {
         let lines = problems(
             r#"
             [rate_limit]
-            principal = { rate = "50/x", burst = 0 }
-            trusted_proxies = ["10.0.0.0/33", "proxy.local"]
+            principal = { rate = "50/s", burst = 0 }
             max_keys = 0
             [[rate_limit.rules]]
             routes = ["activate"]
             rate = "5/s"
             [[rate_limit.rules]]
             name = "principal"
-            routes = ["strat", "class:nope"]
-            rate = "5/x"
+            routes = ["start", "class:lifecycle"]
+            rate = "5/s"
             [[rate_limit.rules]]
             routes = []
             rate = "1/h"
@@ -488,12 +424,8 @@ mod tests {
         "#,
         );
         let expected = [
-            "rate_limit.principal.rate: \"50/x\" is not N/s, N/m or N/h",
             "rate_limit.principal.burst: 0 is outside 1..=1000000",
-            "rate_limit.trusted_proxies[0]: \"10.0.0.0/33\" is not an IP address or network (a.b.c.d/n, x::/n)",
-            "rate_limit.trusted_proxies[1]: \"proxy.local\" is not an IP address or network (a.b.c.d/n, x::/n)",
             "rate_limit.max_keys: must be at least 1",
-            "rate_limit.rules[1].rate: \"5/x\" is not N/s, N/m or N/h",
             "rate_limit.rules[1].name: duplicate policy name \"principal\"",
             "rate_limit.rules[2].routes: at least one route is required",
             "rate_limit.overrides[0].principals[0]: \"anonymous\" is not a principal id (key:<name> or jwt:<iss>#<sub>)",
@@ -509,21 +441,26 @@ mod tests {
             );
         }
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("rate_limit.rules[1].routes[0]: unknown route \"strat\"")),
-            "{lines:#?}"
-        );
-        assert!(
-            lines
-                .iter()
-                .any(|l| l
-                    .starts_with("rate_limit.rules[1].routes[1]: unknown route \"class:nope\"")),
-            "{lines:#?}"
-        );
-        assert!(
             lines.iter().any(|l| l.starts_with("rate_limit.redis.url:")),
             "{lines:#?}"
+        );
+    }
+
+    #[test]
+    fn anonymous_is_still_read_as_client_ip() {
+        let config = Config::from_toml(&format!(
+            "{BASE}\n[rate_limit]\nanonymous = {{ rate = \"5/s\" }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config
+                .rate_limit
+                .unwrap()
+                .client_ip
+                .unwrap()
+                .rate
+                .to_string(),
+            "5/s"
         );
     }
 

@@ -7,21 +7,24 @@
 //! the client sets the endpoint's; `Authorization` follows the upstream's `credentials` mode
 //! (with `strip` and `replace`, a WebSocket's `feldera-bearer.*` subprotocol entry — the same
 //! credential in another header — is removed too);
-//! `Feldera-Tenant` is the verified principal's tenant, never the client's unchecked copy.
+//! `Feldera-Tenant` is the principal's tenant, never the client's unchecked copy: without a
+//! principal (public paths) or a principal without a tenant, it is removed. (A principal's
+//! tenant comes from a verified credential, or — only with `[auth] mode = "off"` and
+//! `trust_tenant_header = true` — from the client, by the operator's explicit choice.)
 //! Back toward the client: hop-by-hop headers of the upstream's response are removed (except
 //! on a 101).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::auth::Principal;
 use crate::config::CredentialsMode;
+use crate::principal::Principal;
 
-use super::UpstreamPool;
+use super::Upstream;
 
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const FELDERA_TENANT: HeaderName = HeaderName::from_static("feldera-tenant");
+pub use crate::wire::{
+    connection_tokens, is_upgrade, is_websocket_upgrade, FELDERA_TENANT, X_FORWARDED_FOR,
+    X_FORWARDED_HOST, X_FORWARDED_PROTO,
+};
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -34,35 +37,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     // The h2c upgrade's settings: meaningless once the upgrade is refused.
     HeaderName::from_static("http2-settings"),
 ];
-
-/// Whether the headers ask for a protocol upgrade (`Connection: upgrade` and `Upgrade`).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
-}
-
-/// Whether the headers ask for exactly a WebSocket upgrade: `Connection: upgrade` and one
-/// `Upgrade` line naming only `websocket` (RFC 6455 §4.1).
-pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let mut upgrades = headers.get_all(header::UPGRADE).iter();
-    let only_websocket = match (upgrades.next(), upgrades.next()) {
-        (Some(value), None) => value.as_bytes().eq_ignore_ascii_case(b"websocket"),
-        _ => false,
-    };
-    only_websocket && is_upgrade(headers)
-}
-
-fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
-    value
-        .to_str()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
 
 /// Whether any hop-by-hop header (or `Upgrade`) is present: one pass over the names, so the
 /// common case (none) costs no hash lookups.
@@ -107,7 +81,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Everything the request headers need before they go to `pool`.
 pub struct Forwarded<'a> {
     /// The client's address as an `X-Forwarded-For` value (made once per connection).
-    pub client_ip: Option<HeaderValue>,
+    pub client_ip: HeaderValue,
+    /// `http` or `https`: how the client reached the gateway.
+    pub scheme: &'static str,
     /// The request URI's authority (HTTP/2 sends the host there, not in `Host`).
     pub authority: Option<http::uri::Authority>,
     pub principal: Option<&'a Principal>,
@@ -115,18 +91,18 @@ pub struct Forwarded<'a> {
 }
 
 /// Rewrites request headers for the upstream (see the module docs).
-pub fn rewrite_request(headers: &mut HeaderMap, pool: &UpstreamPool, forwarded: Forwarded<'_>) {
+pub fn rewrite_request(headers: &mut HeaderMap, pool: &Upstream, forwarded: Forwarded<'_>) {
     strip_hop_by_hop(headers, forwarded.upgrade);
     let host = headers.remove(header::HOST).or_else(|| {
         forwarded
             .authority
             .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
     });
-    match forwarded.client_ip {
-        Some(ip) => headers.insert(X_FORWARDED_FOR, ip),
-        None => headers.remove(X_FORWARDED_FOR),
-    };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_FOR, forwarded.client_ip);
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(forwarded.scheme),
+    );
     match host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),
@@ -149,16 +125,14 @@ pub fn rewrite_request(headers: &mut HeaderMap, pool: &UpstreamPool, forwarded: 
             strip_websocket_bearer(headers);
         }
     }
-    if let Some(principal) = forwarded.principal {
-        match principal
-            .tenant
-            .as_deref()
-            .and_then(|t| HeaderValue::try_from(t).ok())
-        {
-            Some(tenant) => headers.insert(FELDERA_TENANT, tenant),
-            None => headers.remove(FELDERA_TENANT),
-        };
-    }
+    match forwarded
+        .principal
+        .and_then(|p| p.tenant.as_deref())
+        .and_then(|t| HeaderValue::try_from(t).ok())
+    {
+        Some(tenant) => headers.insert(FELDERA_TENANT, tenant),
+        None => headers.remove(FELDERA_TENANT),
+    };
 }
 
 /// Removes `feldera-bearer.*` entries from `Sec-WebSocket-Protocol` (the header goes when

@@ -25,8 +25,8 @@ pub mod body;
 pub mod decode;
 pub mod headers;
 pub mod normalize;
-pub mod pool;
 pub mod timeout;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -39,24 +39,28 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
-use crate::auth::Principal;
-use crate::body::{self as stack_body, Request, Response, ResponseFuture};
+use crate::body::{self as stack_body, ClientBodyError, Request, Response, ResponseFuture};
+use crate::context::RequestContext;
 use crate::errors::GatewayError;
-use crate::routing::Classified;
-use crate::server::ClientAddr;
-use crate::telemetry::RequestLog;
 
-pub use self::body::{BodyProgress, ClientBodyError};
-pub use self::pool::{parse_endpoint, UpstreamPool};
 pub use self::timeout::TimeoutLayer;
+pub use self::upstream::Upstream;
 
-/// Request extension: the upstream chosen by routing.
-#[derive(Debug, Clone)]
-pub struct SelectedUpstream(pub Arc<UpstreamPool>);
+/// The upstreams of one runtime snapshot, in the order of `config.upstreams` (the index the
+/// route in the request context names).
+pub type Upstreams = Arc<[Arc<Upstream>]>;
 
-/// The innermost service: forwards to the [`SelectedUpstream`].
-#[derive(Clone, Copy, Default)]
-pub struct Forward;
+/// The innermost service: forwards to the upstream routing chose.
+#[derive(Clone)]
+pub struct Forward {
+    upstreams: Upstreams,
+}
+
+impl Forward {
+    pub fn new(upstreams: Upstreams) -> Self {
+        Forward { upstreams }
+    }
+}
 
 impl Service<Request> for Forward {
     type Response = Response;
@@ -68,51 +72,44 @@ impl Service<Request> for Forward {
     }
 
     fn call(&mut self, request: Request) -> ResponseFuture {
+        let upstreams = self.upstreams.clone();
         Box::pin(async move {
-            Ok(forward(request)
+            Ok(forward(upstreams, request)
                 .await
                 .unwrap_or_else(GatewayError::into_response))
         })
     }
 }
 
-async fn forward(mut request: Request) -> Result<Response, GatewayError> {
-    let pool = request
-        .extensions_mut()
-        .remove::<SelectedUpstream>()
-        .map(|s| s.0)
-        .ok_or_else(|| GatewayError::internal("no upstream was selected"))?;
-    if let Some(log) = request.extensions().get::<RequestLog>() {
-        log.set_upstream(pool.name.clone());
-    }
-    let endpoint = request
-        .extensions()
-        .get::<Classified>()
-        .map(|c| c.endpoint)
-        .ok_or_else(|| GatewayError::internal("the request was not classified"))?;
-    let endpoint_name = endpoint.name;
+async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response, GatewayError> {
+    let context = RequestContext::of(&request)?.clone();
+    let route = context.route()?;
+    let pool = upstreams
+        .get(route.upstream)
+        .cloned()
+        .ok_or_else(|| GatewayError::internal(format!("no upstream #{}", route.upstream)))?;
+    let catalogued = context.classified()?.endpoint;
     // Upgrades only where the manager serves a WebSocket, and only to one: anywhere else the
     // `Upgrade` header is stripped (a server may ignore it, RFC 9110 §7.8), so no tunnel can
     // carry requests past the stack's checks.
-    let upgrade = endpoint.websocket
+    let upgrade = catalogued.websocket
         && request.method() == Method::GET
         && headers::is_websocket_upgrade(request.headers());
     let server_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let client_ip = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map(|c| c.ip_header.clone());
     let (mut parts, body) = request.into_parts();
     headers::rewrite_request(
         &mut parts.headers,
         &pool,
         headers::Forwarded {
-            client_ip,
+            client_ip: context.connection().peer_ip_header.clone(),
+            scheme: context.connection().scheme,
             authority: parts.uri.authority().cloned(),
-            principal: parts.extensions.get::<Principal>(),
+            principal: context.principal(),
             upgrade,
         },
     );
+    // Nothing of the gateway's own state travels on to the manager.
+    parts.extensions.clear();
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -141,7 +138,7 @@ async fn forward(mut request: Request) -> Result<Response, GatewayError> {
                     response,
                     &pool.name,
                     &method,
-                    endpoint_name,
+                    catalogued,
                     &path_and_query,
                     server_upgrade,
                 )
@@ -168,7 +165,7 @@ async fn forward(mut request: Request) -> Result<Response, GatewayError> {
 }
 
 fn unavailable(
-    pool: &UpstreamPool,
+    pool: &Upstream,
     reason: &'static str,
     error: &hyper_util::client::legacy::Error,
 ) -> GatewayError {
@@ -184,7 +181,7 @@ fn connect_reason(error: &hyper_util::client::legacy::Error) -> &'static str {
     }
 }
 
-fn map_send_error(pool: &UpstreamPool, error: &hyper_util::client::legacy::Error) -> GatewayError {
+fn map_send_error(pool: &Upstream, error: &hyper_util::client::legacy::Error) -> GatewayError {
     // The client's own body failing is found deeper in the chain than hyper's error that
     // wraps it, so look for it first.
     if let Some(body_error) = find_cause::<ClientBodyError>(error) {
@@ -237,7 +234,7 @@ async fn respond(
     mut response: http::Response<Incoming>,
     upstream: &str,
     method: &Method,
-    endpoint: &str,
+    endpoint: &crate::catalog::Endpoint,
     path_and_query: &PathAndQuery,
     server_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response {

@@ -48,10 +48,14 @@ pub const QUOTED_BODY: usize = 1024;
 pub const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether a response to `method` with `status` on `endpoint` is normalized at all.
-pub fn wants_normalizing(method: &http::Method, status: StatusCode, endpoint: &str) -> bool {
+pub fn wants_normalizing(
+    method: &http::Method,
+    status: StatusCode,
+    endpoint: &crate::catalog::Endpoint,
+) -> bool {
     status.as_u16() >= 400
         && method != http::Method::HEAD
-        && !(endpoint == "cluster_healthz" && status == StatusCode::SERVICE_UNAVAILABLE)
+        && !(endpoint.health_report && status == StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// Normalizes an upstream error response (see the module docs).

@@ -5,7 +5,9 @@
 //! covers sending the request and receiving the response *headers*; a response body then
 //! streams without a deadline. When the timer fires before the client finished sending its
 //! body, the client was the slow one: 408 `RequestTimeout`; otherwise 504 `UpstreamTimeout`.
-//! Either way the upstream request is dropped, which closes its connection.
+//! Either way the upstream request is dropped, which closes its connection. A request that
+//! reaches this layer without a classification or a route is a bug in the stack's order: a
+//! 500 `InternalError`, never a request forwarded without its deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,31 +16,61 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use std::future::{ready, Ready};
+
 use futures_util::future::Either;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::body::{Request, Response};
+use crate::body::{BodyProgress, Request, Response};
+use crate::context::RequestContext;
 use crate::errors::GatewayError;
-use crate::routing::Classified;
 
-use super::{BodyProgress, SelectedUpstream};
+use super::Upstreams;
 
 /// Applies the per-class upstream timeout.
-#[derive(Clone, Copy, Default)]
-pub struct TimeoutLayer;
+#[derive(Clone)]
+pub struct TimeoutLayer {
+    upstreams: Upstreams,
+}
+
+impl TimeoutLayer {
+    pub fn new(upstreams: Upstreams) -> Self {
+        TimeoutLayer { upstreams }
+    }
+}
 
 impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
     fn layer(&self, inner: S) -> Timeout<S> {
-        Timeout { inner }
+        Timeout {
+            upstreams: self.upstreams.clone(),
+            inner,
+        }
     }
 }
 
 /// The service of [`TimeoutLayer`].
 #[derive(Clone)]
 pub struct Timeout<S> {
+    upstreams: Upstreams,
     inner: S,
+}
+
+/// What the timer needs: the limit, the upstream's name, the client's body progress.
+type Deadline = (Duration, Arc<str>, Option<BodyProgress>);
+
+/// The deadline of `request`: `Ok(None)` for streams.
+fn deadline(upstreams: &Upstreams, request: &Request) -> Result<Option<Deadline>, GatewayError> {
+    let context = RequestContext::of(request)?;
+    let class = context.classified()?.endpoint.class;
+    let route = context.route()?;
+    let upstream = upstreams
+        .get(route.upstream)
+        .ok_or_else(|| GatewayError::internal(format!("no upstream #{}", route.upstream)))?;
+    Ok(class
+        .timeout(upstream.request_timeout)
+        .map(|limit| (limit, upstream.name.clone(), context.progress().cloned())))
 }
 
 pin_project! {
@@ -75,34 +107,23 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<S::Future, TimeoutFuture<S::Future>>;
+    type Future =
+        Either<Ready<Result<Response, Infallible>>, Either<S::Future, TimeoutFuture<S::Future>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let extensions = request.extensions();
-        let (Some(classified), Some(upstream)) = (
-            extensions.get::<Classified>(),
-            extensions.get::<SelectedUpstream>(),
-        ) else {
-            return Either::Left(self.inner.call(request));
-        };
-        let Some(limit) = classified
-            .endpoint
-            .class
-            .timeout(upstream.0.request_timeout)
-        else {
-            return Either::Left(self.inner.call(request));
-        };
-        let upstream = upstream.0.name.clone();
-        let progress = extensions.get::<BodyProgress>().cloned();
-        Either::Right(TimeoutFuture {
-            inner: tokio::time::timeout(limit, self.inner.call(request)),
-            limit,
-            upstream,
-            progress,
-        })
+        match deadline(&self.upstreams, &request) {
+            Err(error) => Either::Left(ready(Ok(error.into_response()))),
+            Ok(None) => Either::Right(Either::Left(self.inner.call(request))),
+            Ok(Some((limit, upstream, progress))) => Either::Right(Either::Right(TimeoutFuture {
+                inner: tokio::time::timeout(limit, self.inner.call(request)),
+                limit,
+                upstream,
+                progress,
+            })),
+        }
     }
 }

@@ -19,8 +19,8 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::auth::{Credential, Principal};
-use crate::proxy::headers::X_FORWARDED_FOR;
+use crate::principal::{Credential, Principal};
+use crate::wire::X_FORWARDED_FOR;
 
 /// Most `X-Forwarded-For` entries read from the right.
 pub const MAX_FORWARDED_HOPS: usize = 32;

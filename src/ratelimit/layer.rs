@@ -8,9 +8,9 @@
 //! added; the body is passed through untouched, so streams stay streams.
 //!
 //! Edge cases: without `[rate_limit]` (`None`) the layer is a pass-through with no
-//! allocation and no header. The client-IP stage needs the [`ClientAddr`] extension the
-//! server inserts; a request without it (only possible in unit tests) is not limited by IP.
-//! The principal stage limits only requests carrying a [`Principal`] extension.
+//! allocation and no header. The client-IP stage keys on the request context's client (its
+//! TCP peer, or the client behind trusted proxies); the principal stage limits only requests
+//! whose context carries a principal (public paths with auth on have none).
 //!
 //! ```ignore
 //! ServiceBuilder::new()
@@ -28,16 +28,14 @@ use futures_util::future::Either;
 use tower::{Layer, Service};
 
 use super::{RateLimits, Target};
-use crate::auth::Principal;
 use crate::body::{Request, Response, ResponseFuture};
+use crate::context::RequestContext;
 use crate::errors::GatewayError;
-use crate::routing::Classified;
-use crate::server::ClientAddr;
 
 /// Where in the stack a [`RateLimitLayer`] sits, which decides what it keys on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Before authentication: the `anonymous` policy, keyed by client IP.
+    /// Before authentication: the `client_ip` policy, keyed by client IP.
     ClientIp,
     /// After authentication: overrides, rules and `principal`, keyed by principal.
     Principal,
@@ -87,23 +85,29 @@ pub struct RateLimit<S> {
     inner: S,
 }
 
-fn target(limits: &RateLimits, stage: Stage, request: &Request) -> Option<Target> {
-    let peer = request.extensions().get::<ClientAddr>().map(|c| c.addr);
-    match stage {
-        Stage::ClientIp => limits.client_ip_target(peer?, request.headers()),
-        Stage::Principal => {
-            let principal = request.extensions().get::<Principal>()?;
-            let endpoint = request
-                .extensions()
-                .get::<Classified>()
-                .map(|c| &c.endpoint);
-            limits.principal_target(
-                principal,
-                endpoint,
-                peer.map(|peer| (peer, request.headers())),
-            )
+fn target(
+    limits: &RateLimits,
+    stage: Stage,
+    request: &Request,
+) -> Result<Option<Target>, GatewayError> {
+    let context = RequestContext::of(request)?;
+    let peer = context.connection().peer;
+    Ok(match stage {
+        Stage::ClientIp => {
+            let (ip, target) = limits.client_ip_target(peer, request.headers());
+            // The client behind trusted proxies: what later layers (and the manager's
+            // `X-Forwarded-For`) call the client.
+            context.set_client_ip(ip);
+            target
         }
-    }
+        Stage::Principal => {
+            let Some(principal) = context.principal() else {
+                return Ok(None);
+            };
+            let endpoint = context.classified()?.endpoint;
+            limits.principal_target(principal, Some(endpoint), Some((peer, request.headers())))
+        }
+    })
 }
 
 /// Boxes the inner call so the layer's future names no `S::Future` (whose `Send` rustc cannot
@@ -133,8 +137,12 @@ where
         let Some(limits) = &self.limits else {
             return Either::Left(self.inner.call(request));
         };
-        let Some(target) = target(limits, self.stage, &request) else {
-            return Either::Left(self.inner.call(request));
+        let target = match target(limits, self.stage, &request) {
+            Ok(Some(target)) => target,
+            Ok(None) => return Either::Left(self.inner.call(request)),
+            Err(error) => {
+                return Either::Right(Box::pin(std::future::ready(Ok(error.into_response()))))
+            }
         };
         let limits = limits.clone();
         // The clone is the one that was not made ready; keep the ready one for this call.
@@ -160,7 +168,10 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use governor::clock::FakeRelativeClock;
+    use std::time::UNIX_EPOCH;
+
+    use crate::clock::FakeClock;
+    use crate::context::{Connection, RequestContext};
     use http::{Method, StatusCode};
     use http_body_util::BodyExt;
     use serde_json::Value;
@@ -168,18 +179,29 @@ mod tests {
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
     use super::*;
-    use crate::auth::{Credential, Role};
     use crate::body;
+    use crate::catalog::{classify, Role};
     use crate::config::RateLimitConfig;
-    use crate::ratelimit::LimiterClock;
-    use crate::routing::classify;
+    use crate::principal::{Credential, Principal};
+    use crate::ratelimit::{LimiterClock, RateLimitMetrics};
 
-    fn limits(toml_text: &str, clock: &FakeRelativeClock) -> Arc<RateLimits> {
+    fn limits(toml_text: &str, clock: &Arc<FakeClock>) -> Arc<RateLimits> {
         let config: RateLimitConfig = toml::from_str(toml_text).unwrap();
         let mut problems = crate::config::Problems::default();
         config.check("rate_limit", &mut problems);
         assert!(problems.is_empty(), "{:?}", problems.into_vec());
-        Arc::new(RateLimits::build(&config, LimiterClock::Fake(clock.clone()), None).unwrap())
+        Arc::new(
+            RateLimits::build(
+                &config,
+                LimiterClock::new(clock.clone()),
+                RateLimitMetrics::default(),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn fake_clock() -> Arc<FakeClock> {
+        FakeClock::at(UNIX_EPOCH)
     }
 
     fn request(method: Method, path: &str, principal: Option<Principal>, peer: &str) -> Request {
@@ -188,13 +210,12 @@ mod tests {
             .uri(path)
             .body(body::empty())
             .unwrap();
-        let classified = classify(&method, path).unwrap();
-        request.extensions_mut().insert(classified);
-        if let Some(principal) = principal {
-            request.extensions_mut().insert(principal);
-        }
         let peer: SocketAddr = format!("{peer}:40000").parse().unwrap();
-        request.extensions_mut().insert(ClientAddr::new(peer));
+        let context = RequestContext::attach(&mut request, Arc::new(Connection::plain(peer)));
+        context.set_classified(classify(&method, path).unwrap());
+        if let Some(principal) = principal {
+            context.set_principal(principal);
+        }
         request
     }
 
@@ -236,7 +257,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_thousand_concurrent_requests_from_one_principal_admit_exactly_the_burst() {
-        let clock = FakeRelativeClock::default();
+        let clock = fake_clock();
         let service = principal_stack(limits(
             r#"principal = { rate = "50/s", burst = 100 }"#,
             &clock,
@@ -263,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn over_the_limit_is_429_with_schema_details_retry_after_and_headers() {
-        let clock = FakeRelativeClock::default();
+        let clock = fake_clock();
         let service = principal_stack(limits(
             r#"
             principal = { rate = "50/s", burst = 100 }
@@ -326,7 +347,7 @@ mod tests {
 
     #[tokio::test]
     async fn rules_and_overrides_choose_the_policy_and_each_has_its_own_budget() {
-        let clock = FakeRelativeClock::default();
+        let clock = fake_clock();
         let service = principal_stack(limits(
             r#"
             principal = { rate = "1/h", burst = 3 }
@@ -395,7 +416,7 @@ mod tests {
 
     #[tokio::test]
     async fn forged_unverified_claims_do_not_change_the_key() {
-        let clock = FakeRelativeClock::default();
+        let clock = fake_clock();
         let service = principal_stack(limits(
             r#"
             principal = { rate = "1/h", burst = 2 }
@@ -463,8 +484,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unauthenticated_flood_is_stopped_before_any_signature_is_verified() {
-        let clock = FakeRelativeClock::default();
-        let limits = limits(r#"anonymous = { rate = "20/s", burst = 40 }"#, &clock);
+        let clock = fake_clock();
+        let limits = limits(r#"client_ip = { rate = "20/s", burst = 40 }"#, &clock);
         // Stand-in for the auth layer: every request it sees costs one verification.
         let verifications = Arc::new(AtomicUsize::new(0));
         let counted = verifications.clone();
@@ -495,7 +516,7 @@ mod tests {
                 assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
                 assert_eq!(
                     response.headers()["ratelimit-policy"],
-                    "\"anonymous\";q=40;w=2"
+                    "\"client_ip\";q=40;w=2"
                 );
             }
         }
@@ -538,10 +559,10 @@ mod tests {
 
     #[tokio::test]
     async fn both_stages_report_their_policy_on_one_response() {
-        let clock = FakeRelativeClock::default();
+        let clock = fake_clock();
         let limits = limits(
             r#"
-            anonymous = { rate = "20/s", burst = 40 }
+            client_ip = { rate = "20/s", burst = 40 }
             principal = { rate = "1/h", burst = 3 }
             "#,
             &clock,
@@ -564,7 +585,7 @@ mod tests {
         let items: Vec<_> = response.headers().get_all("ratelimit").iter().collect();
         assert_eq!(
             items,
-            ["\"principal\";r=2;t=3600", "\"anonymous\";r=39;t=1"]
+            ["\"principal\";r=2;t=3600", "\"client_ip\";r=39;t=1"]
         );
         assert_eq!(response.headers()["x-ratelimit-remaining"], "2");
     }

@@ -21,14 +21,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use governor::clock::{Clock, FakeRelativeClock, Reference};
+use governor::clock::{Clock, Reference};
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::nanos::Nanos;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 
-use crate::config::ratelimit::Rate;
+use crate::config::values::Rate;
 
 /// The outcome of one decision, whichever store made it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,26 +42,32 @@ pub struct Decision {
     pub reset: Duration,
 }
 
-/// The clock of the gateway's limiters: monotonic time, or a fake one in tests.
+/// The gateway's clock as governor sees it: nanoseconds since the limiter was made.
 #[derive(Debug, Clone)]
-pub enum LimiterClock {
-    Monotonic(Instant),
-    Fake(FakeRelativeClock),
+pub struct LimiterClock {
+    clock: Arc<dyn crate::clock::Clock>,
+    base: Instant,
 }
 
 impl LimiterClock {
+    pub fn new(clock: Arc<dyn crate::clock::Clock>) -> Self {
+        let base = clock.instant();
+        LimiterClock { clock, base }
+    }
+
+    /// The real clock.
     pub fn monotonic() -> Self {
-        LimiterClock::Monotonic(Instant::now())
+        LimiterClock::new(crate::clock::system())
     }
 }
 
 impl Clock for LimiterClock {
     type Instant = Nanos;
     fn now(&self) -> Nanos {
-        match self {
-            LimiterClock::Monotonic(start) => start.elapsed().into(),
-            LimiterClock::Fake(clock) => clock.now(),
-        }
+        self.clock
+            .instant()
+            .saturating_duration_since(self.base)
+            .into()
     }
 }
 
@@ -204,6 +210,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     fn rate(text: &str) -> Rate {
         Rate::parse(text).unwrap()

@@ -3,7 +3,7 @@
 //! Without `[rate_limit]` nothing is limited and no header is added (the layers pass
 //! requests straight through). With it, [`RateLimits`] holds every policy:
 //!
-//! - `anonymous`: one budget per client IP (IPv6 per /64, see [`key`]), checked by the
+//! - `client_ip` (formerly `anonymous`): one budget per client IP (IPv6 per /64, see [`key`]), checked by the
 //!   [`RateLimitLayer::client_ip`] layer **before** authentication, on *every* request — with
 //!   or without credentials, because before verification no credential can be believed, and a
 //!   flood of forged tokens must not reach signature checks. Size it as the ceiling of one
@@ -45,9 +45,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
-use crate::auth::{Credential, Principal};
-use crate::config::ratelimit::{parse_trusted_proxy, LimitConfig, OnError, Rate, RateLimitConfig};
-use crate::routing::{Endpoint, EndpointClass};
+use crate::catalog::Endpoint;
+use crate::config::ratelimit::{LimitConfig, OnError, Rate, RateLimitConfig};
+use crate::config::values::EndpointRef;
+use crate::principal::{Credential, Principal};
 
 pub use self::error::RateLimitError;
 pub use self::key::ClientIpResolver;
@@ -81,9 +82,8 @@ impl Policy {
         &self.policy_header
     }
 
-    fn from_config(name: &str, rate: &str, burst: Option<u32>) -> Option<Policy> {
-        let rate = Rate::parse(rate)?;
-        Some(Policy::new(name, rate, burst.unwrap_or(rate.count)))
+    fn from_config(name: &str, rate: Rate, burst: Option<u32>) -> Policy {
+        Policy::new(name, rate, burst.unwrap_or(rate.count))
     }
 
     /// Seconds the whole burst takes to refill, rounded up, at least 1.
@@ -113,7 +113,7 @@ impl std::fmt::Display for BudgetKey {
 /// Which policy a request falls under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyRef {
-    Anonymous,
+    ClientIp,
     Principal,
     Rule(usize),
     Override(usize),
@@ -128,7 +128,7 @@ pub struct Target {
 
 /// What the limiter concluded about one request.
 #[derive(Debug, Clone)]
-pub enum Outcome {
+pub enum Verdict {
     /// A decision with its numbers (from Redis or local).
     Decided { policy: Policy, decision: Decision },
     /// Redis failed and `on_error = "allow"`: let through, numbers unknown.
@@ -137,17 +137,17 @@ pub enum Outcome {
     Unavailable { policy: Policy, reason: String },
 }
 
-impl Outcome {
+impl Verdict {
     /// The error to answer with, when the request may not pass.
     pub fn rejection(&self) -> Option<RateLimitError> {
         match self {
-            Outcome::Decided { policy, decision } if !decision.allowed => {
+            Verdict::Decided { policy, decision } if !decision.allowed => {
                 Some(RateLimitError::Exceeded {
                     policy: policy.clone(),
                     decision: *decision,
                 })
             }
-            Outcome::Unavailable { policy, reason } => Some(RateLimitError::StoreUnavailable {
+            Verdict::Unavailable { policy, reason } => Some(RateLimitError::StoreUnavailable {
                 policy: policy.clone(),
                 reason: reason.clone(),
             }),
@@ -158,41 +158,18 @@ impl Outcome {
     /// Adds this outcome's headers to a response that is let through.
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         match self {
-            Outcome::Decided { policy, decision } => headers::apply(headers, policy, decision),
-            Outcome::AllowedBlind { policy } => headers::apply_policy_only(headers, policy),
-            Outcome::Unavailable { .. } => {}
+            Verdict::Decided { policy, decision } => headers::apply(headers, policy, decision),
+            Verdict::AllowedBlind { policy } => headers::apply_policy_only(headers, policy),
+            Verdict::Unavailable { .. } => {}
         }
     }
 }
 
-/// Which endpoints a rule or override covers.
-#[derive(Debug, Clone)]
-enum RouteMatch {
-    Name(String),
-    Class(EndpointClass),
-}
-
-fn route_matches(routes: &[RouteMatch], endpoint: Option<&Endpoint>) -> bool {
+fn route_matches(routes: &[EndpointRef], endpoint: Option<&Endpoint>) -> bool {
     let Some(endpoint) = endpoint else {
         return false;
     };
-    routes.iter().any(|route| match route {
-        RouteMatch::Name(name) => name == endpoint.name,
-        RouteMatch::Class(class) => *class == endpoint.class,
-    })
-}
-
-fn compile_routes(routes: &[String]) -> Vec<RouteMatch> {
-    routes
-        .iter()
-        .map(|route| match route.strip_prefix("class:") {
-            Some(class) => EndpointClass::ALL
-                .iter()
-                .find(|c| c.as_str() == class)
-                .map_or(RouteMatch::Name(route.clone()), |c| RouteMatch::Class(*c)),
-            None => RouteMatch::Name(route.clone()),
-        })
-        .collect()
+    routes.iter().any(|route| route.matches(endpoint))
 }
 
 struct Limited<K: std::hash::Hash + Eq + Clone> {
@@ -201,14 +178,14 @@ struct Limited<K: std::hash::Hash + Eq + Clone> {
 }
 
 struct Rule {
-    routes: Vec<RouteMatch>,
+    routes: Vec<EndpointRef>,
     limited: Limited<Arc<str>>,
 }
 
 struct Override {
     principals: Vec<String>,
     tenants: Vec<String>,
-    routes: Vec<RouteMatch>,
+    routes: Vec<EndpointRef>,
     limited: Limited<Arc<str>>,
 }
 
@@ -228,9 +205,10 @@ struct FallbackLabels {
     on_error: &'static str,
 }
 
-/// The limiter's metrics (registered under `pipeline_gateway_ratelimit_*`).
+/// The limiter's metrics (registered under `pipeline_gateway_ratelimit_*`), made once per
+/// process and shared by every runtime snapshot.
 #[derive(Clone, Default)]
-struct RateLimitMetrics {
+pub struct RateLimitMetrics {
     decisions: Family<DecisionLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     keys: Family<PolicyLabels, Gauge>,
@@ -238,7 +216,7 @@ struct RateLimitMetrics {
 }
 
 impl RateLimitMetrics {
-    fn register(&self, registry: &mut Registry) {
+    pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("ratelimit");
         registry.register(
             "decisions",
@@ -275,7 +253,7 @@ struct Shared {
 /// Every policy of `[rate_limit]`, ready to decide.
 pub struct RateLimits {
     resolver: ClientIpResolver,
-    anonymous: Option<Limited<IpAddr>>,
+    client_ip: Option<Limited<IpAddr>>,
     principal: Option<Limited<Arc<str>>>,
     rules: Vec<Rule>,
     overrides: Vec<Override>,
@@ -286,66 +264,66 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    /// Builds the runtime form of a configuration that passed its check. Must run inside a
-    /// Tokio runtime when `redis` is configured (the connection is prepared, not opened).
+    /// Builds the runtime form of a configuration that passed its check (building cannot
+    /// fail but for Redis: the client is prepared, not connected). `metrics` are the
+    /// process-wide families the decisions are counted in.
     pub fn build(
         config: &RateLimitConfig,
         clock: LimiterClock,
-        registry: Option<&mut Registry>,
-    ) -> anyhow::Result<RateLimits> {
-        let bad = |what: &str| anyhow::anyhow!("rate_limit.{what} is invalid (run check-config)");
-        let limited = |name: &str, rate: &str, burst: Option<u32>| {
-            Policy::from_config(name, rate, burst).map(|policy| Limited {
-                local: LocalLimiter::new(policy.rate, policy.burst, config.max_keys, clock.clone()),
+        metrics: RateLimitMetrics,
+    ) -> Result<RateLimits, ::redis::RedisError> {
+        fn limited_by<K: std::hash::Hash + Eq + Clone>(
+            name: &str,
+            limit: &LimitConfig,
+            max_keys: usize,
+            clock: &LimiterClock,
+        ) -> Limited<K> {
+            let policy = Policy::from_config(name, limit.rate, limit.burst);
+            Limited {
+                local: LocalLimiter::new(policy.rate, policy.burst, max_keys, clock.clone()),
                 policy,
-            })
-        };
-        let from_limit = |name: &str, limit: &Option<LimitConfig>| -> anyhow::Result<_> {
-            limit
-                .as_ref()
-                .map(|l| limited(name, &l.rate, l.burst).ok_or_else(|| bad(name)))
-                .transpose()
-        };
-        let anonymous = match &config.anonymous {
-            Some(l) => Some(
-                Policy::from_config("anonymous", &l.rate, l.burst)
-                    .map(|policy| Limited {
-                        local: LocalLimiter::new(
-                            policy.rate,
-                            policy.burst,
-                            config.max_keys,
-                            clock.clone(),
-                        ),
-                        policy,
-                    })
-                    .ok_or_else(|| bad("anonymous"))?,
-            ),
-            None => None,
-        };
-        let principal = from_limit("principal", &config.principal)?;
-        let mut rules = Vec::with_capacity(config.rules.len());
-        for (i, rule) in config.rules.iter().enumerate() {
-            let name = config.rule_name(i);
-            rules.push(Rule {
-                routes: compile_routes(&rule.routes),
-                limited: limited(&name, &rule.rate, rule.burst).ok_or_else(|| bad(&name))?,
-            });
+            }
         }
-        let mut overrides = Vec::with_capacity(config.overrides.len());
-        for (i, over) in config.overrides.iter().enumerate() {
-            let name = config.override_name(i);
-            overrides.push(Override {
+        let limited = |name: &str, limit: &LimitConfig| -> Limited<Arc<str>> {
+            limited_by(name, limit, config.max_keys, &clock)
+        };
+        let client_ip = config
+            .client_ip
+            .as_ref()
+            .map(|l| limited_by::<IpAddr>("client_ip", l, config.max_keys, &clock));
+        let principal = config.principal.as_ref().map(|l| limited("principal", l));
+        let rules = config
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| Rule {
+                routes: rule.routes.clone(),
+                limited: limited(
+                    &config.rule_name(i),
+                    &LimitConfig {
+                        rate: rule.rate,
+                        burst: rule.burst,
+                    },
+                ),
+            })
+            .collect();
+        let overrides = config
+            .overrides
+            .iter()
+            .enumerate()
+            .map(|(i, over)| Override {
                 principals: over.principals.clone(),
                 tenants: over.tenants.clone(),
-                routes: compile_routes(&over.routes),
-                limited: limited(&name, &over.rate, over.burst).ok_or_else(|| bad(&name))?,
-            });
-        }
-        let trusted = config
-            .trusted_proxies
-            .iter()
-            .map(|p| parse_trusted_proxy(p).ok_or_else(|| bad("trusted_proxies")))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+                routes: over.routes.clone(),
+                limited: limited(
+                    &config.override_name(i),
+                    &LimitConfig {
+                        rate: over.rate,
+                        burst: over.burst,
+                    },
+                ),
+            })
+            .collect();
         let shared = match &config.redis {
             Some(redis) => Some(Shared {
                 store: redis::RedisStore::connect(redis)?,
@@ -356,13 +334,9 @@ impl RateLimits {
             }),
             None => None,
         };
-        let metrics = RateLimitMetrics::default();
-        if let Some(registry) = registry {
-            metrics.register(registry);
-        }
         Ok(RateLimits {
-            resolver: ClientIpResolver::new(trusted),
-            anonymous,
+            resolver: ClientIpResolver::new(config.trusted_proxies.iter().map(|p| p.0).collect()),
+            client_ip,
             principal,
             rules,
             overrides,
@@ -373,18 +347,19 @@ impl RateLimits {
         })
     }
 
-    /// The client-IP budget of a request from `peer`, when `anonymous` is configured.
+    /// The client-IP budget of a request from `peer`, when `client_ip` is configured.
+    /// Returns the client's IP (resolved through trusted proxies) with the target.
     pub fn client_ip_target(
         &self,
         peer: std::net::SocketAddr,
         headers: &http::HeaderMap,
-    ) -> Option<Target> {
-        self.anonymous.as_ref()?;
+    ) -> (IpAddr, Option<Target>) {
         let ip = self.resolver.client_ip(peer, headers);
-        Some(Target {
-            policy: PolicyRef::Anonymous,
+        let target = self.client_ip.as_ref().map(|_| Target {
+            policy: PolicyRef::ClientIp,
             key: BudgetKey::Ip(key::ip_key(ip)),
-        })
+        });
+        (ip, target)
     }
 
     /// The policy and budget of an authenticated request; `None`: not limited.
@@ -431,7 +406,7 @@ impl RateLimits {
 
     fn policy(&self, which: PolicyRef) -> Option<&Policy> {
         match which {
-            PolicyRef::Anonymous => self.anonymous.as_ref().map(|l| &l.policy),
+            PolicyRef::ClientIp => self.client_ip.as_ref().map(|l| &l.policy),
             PolicyRef::Principal => self.principal.as_ref().map(|l| &l.policy),
             PolicyRef::Rule(i) => self.rules.get(i).map(|r| &r.limited.policy),
             PolicyRef::Override(i) => self.overrides.get(i).map(|o| &o.limited.policy),
@@ -441,8 +416,8 @@ impl RateLimits {
     /// Decides with this instance's memory only.
     pub fn decide_local(&self, target: &Target) -> Option<Decision> {
         let decision = match (&target.key, target.policy) {
-            (BudgetKey::Ip(ip), PolicyRef::Anonymous) => {
-                let limited = self.anonymous.as_ref()?;
+            (BudgetKey::Ip(ip), PolicyRef::ClientIp) => {
+                let limited = self.client_ip.as_ref()?;
                 self.note_full(&limited.local);
                 limited.local.decide(ip)
             }
@@ -451,7 +426,7 @@ impl RateLimits {
                     PolicyRef::Principal => self.principal.as_ref()?,
                     PolicyRef::Rule(i) => &self.rules.get(i)?.limited,
                     PolicyRef::Override(i) => &self.overrides.get(i)?.limited,
-                    PolicyRef::Anonymous => return None,
+                    PolicyRef::ClientIp => return None,
                 };
                 self.note_full(&limited.local);
                 limited.local.decide(id)
@@ -469,10 +444,10 @@ impl RateLimits {
 
     /// Decides one request: in Redis when configured (applying `on_error` when it fails),
     /// in memory otherwise. `None`: the target names no policy (not limited).
-    pub async fn decide(&self, target: &Target) -> Option<Outcome> {
+    pub async fn decide(&self, target: &Target) -> Option<Verdict> {
         let policy = self.policy(target.policy)?.clone();
         let outcome = match &self.shared {
-            None => Outcome::Decided {
+            None => Verdict::Decided {
                 decision: self.decide_local(target)?,
                 policy,
             },
@@ -483,21 +458,21 @@ impl RateLimits {
                     .decide(&redis_key, policy.rate.interval(), policy.burst)
                     .await
                 {
-                    Ok(decision) => Outcome::Decided { policy, decision },
+                    Ok(decision) => Verdict::Decided { policy, decision },
                     Err(error) => self.fall_back(shared, target, policy, error)?,
                 }
             }
         };
         let decision = match &outcome {
-            Outcome::Decided { decision, .. } if decision.allowed => "allow",
-            Outcome::Decided { .. } => "deny",
-            Outcome::AllowedBlind { .. } => "allow",
-            Outcome::Unavailable { .. } => "deny",
+            Verdict::Decided { decision, .. } if decision.allowed => "allow",
+            Verdict::Decided { .. } => "deny",
+            Verdict::AllowedBlind { .. } => "allow",
+            Verdict::Unavailable { .. } => "deny",
         };
         let policy_name = match &outcome {
-            Outcome::Decided { policy, .. }
-            | Outcome::AllowedBlind { policy }
-            | Outcome::Unavailable { policy, .. } => policy.name.to_string(),
+            Verdict::Decided { policy, .. }
+            | Verdict::AllowedBlind { policy }
+            | Verdict::Unavailable { policy, .. } => policy.name.to_string(),
         };
         self.metrics
             .decisions
@@ -515,7 +490,7 @@ impl RateLimits {
         target: &Target,
         policy: Policy,
         error: redis::StoreError,
-    ) -> Option<Outcome> {
+    ) -> Option<Verdict> {
         self.metrics
             .fallbacks
             .get_or_create(&FallbackLabels {
@@ -537,12 +512,12 @@ impl RateLimits {
             );
         }
         Some(match shared.on_error {
-            OnError::Local => Outcome::Decided {
+            OnError::Local => Verdict::Decided {
                 decision: self.decide_local(target)?,
                 policy,
             },
-            OnError::Allow => Outcome::AllowedBlind { policy },
-            OnError::Deny => Outcome::Unavailable {
+            OnError::Allow => Verdict::AllowedBlind { policy },
+            OnError::Deny => Verdict::Unavailable {
                 policy,
                 reason: error.to_string(),
             },
@@ -565,7 +540,7 @@ impl RateLimits {
             }
             left += keys;
         };
-        if let Some(l) = &self.anonymous {
+        if let Some(l) = &self.client_ip {
             let keys = l.local.sweep();
             record(&l.policy, keys, l.local.take_overflowed());
         }
@@ -593,10 +568,5 @@ impl RateLimits {
             let this = self.clone();
             let _ = tokio::task::spawn_blocking(move || this.sweep()).await;
         }
-    }
-
-    /// Whether decisions go to Redis.
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
     }
 }

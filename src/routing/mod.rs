@@ -1,42 +1,37 @@
-//! Routing: what a request is ([`catalog`]) and which upstream serves it ([`RouteTable`]).
+//! Routing: what a request is (classification, from the ground-floor [`crate::catalog`]) and
+//! which upstream serves it ([`RouteTable`]).
 //!
 //! Two steps, at two places in the stack. [`Classify`] runs early: it names the endpoint
 //! (needed by auth for the minimum role and by rate limiting for rules) and answers unknown
-//! paths (404) and wrong methods (405) without an upstream trip. [`RouteTable::select`] runs
-//! after authentication, because a route may be chosen by the *verified* tenant.
+//! paths (404) and wrong methods (405) without an upstream trip. [`SelectUpstream`] runs after
+//! authentication, because a route may be chosen by the *verified* tenant.
 //!
 //! Matching: `[[routes]]` are tried in order; a route matches when every criterion it gives
 //! matches (`pipelines` globs on the pipeline name, `tenants`, `paths` globs on the path). A
 //! route with `pipelines` never matches a request that names no pipeline; such requests go to
-//! the first `default = true` route. A request no route matches is 404 `UnknownEndpoint`.
-
-pub mod catalog;
+//! the first `default = true` route. The web console's files (paths outside `/v0`) always go
+//! to the console's upstream (`[console] upstream`, or the default route's). A request no
+//! route matches is 404 `UnknownEndpoint`.
 
 use std::sync::Arc;
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 
-use crate::auth::Principal;
 use crate::body::Request;
+use crate::catalog::classify;
 use crate::check::RequestCheck;
 use crate::config::{Config, Problems};
+use crate::context::{RequestContext, Route as ChosenRoute};
 use crate::errors::GatewayError;
-use crate::proxy::{SelectedUpstream, UpstreamPool};
-use crate::telemetry::RequestLog;
 
-pub use catalog::{classify, Access, Classified, Endpoint, EndpointClass};
-
-/// Classifies the request and stores the [`Classified`] result in its extensions.
+/// Classifies the request and records the result in its context.
 #[derive(Clone, Copy)]
 pub struct Classify;
 
 impl RequestCheck for Classify {
     fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
         let classified = classify(request.method(), request.uri().path())?;
-        if let Some(log) = request.extensions().get::<RequestLog>() {
-            log.set_endpoint(classified.endpoint.name);
-        }
-        request.extensions_mut().insert(classified);
+        RequestContext::of(request)?.set_classified(classified);
         Ok(())
     }
 }
@@ -49,29 +44,29 @@ enum Patterns {
 }
 
 impl Patterns {
-    fn build(globs: &[String], path_like: bool) -> Result<Patterns, (usize, globset::Error)> {
-        if globs.iter().any(|g| g == "*" && !path_like) {
-            return Ok(Patterns::Any);
-        }
-        let mut builder = GlobSetBuilder::new();
-        for (i, glob) in globs.iter().enumerate() {
-            let glob = if path_like {
-                GlobBuilder::new(glob).literal_separator(true).build()
-            } else {
-                Glob::new(glob)
-            }
-            .map_err(|e| (i, e))?;
-            builder.add(glob);
-        }
-        builder.build().map(Patterns::Set).map_err(|e| (0, e))
-    }
-
     fn is_match(&self, value: &str) -> bool {
         match self {
             Patterns::Any => true,
             Patterns::Set(set) => set.is_match(value),
         }
     }
+}
+
+fn patterns<'a>(
+    globs: impl ExactSizeIterator<Item = &'a globset::Glob>,
+    any: bool,
+) -> Result<Option<Patterns>, globset::Error> {
+    if globs.len() == 0 {
+        return Ok(None);
+    }
+    if any {
+        return Ok(Some(Patterns::Any));
+    }
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(glob.clone());
+    }
+    builder.build().map(|set| Some(Patterns::Set(set)))
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +82,8 @@ struct Route {
 pub struct RouteTable {
     routes: Vec<Route>,
     default: Option<usize>,
+    /// The upstream serving the web console's files.
+    console: Option<usize>,
 }
 
 /// What a request is matched on.
@@ -95,84 +92,57 @@ pub struct RouteKey<'a> {
     pub path: &'a str,
     pub pipeline: Option<&'a str>,
     pub tenant: Option<&'a str>,
+    /// A file of the web console (a path outside `/v0`).
+    pub console: bool,
 }
 
 impl RouteTable {
-    /// Builds the table; `Err` carries every problem (see [`RouteTable::check`]).
+    /// Compiles the routes of a checked configuration.
     pub fn build(config: &Config) -> Result<RouteTable, Problems> {
         let mut problems = Problems::default();
-        let table = Self::compile(config, &mut problems);
-        if problems.is_empty() {
-            Ok(table)
-        } else {
-            Err(problems)
-        }
-    }
-
-    /// Adds the routing problems of `config` to `problems`.
-    pub fn check(config: &Config, problems: &mut Problems) {
-        Self::compile(config, problems);
-    }
-
-    fn compile(config: &Config, problems: &mut Problems) -> RouteTable {
         let mut routes = Vec::with_capacity(config.routes.len());
         let mut default = None;
-        if config.routes.is_empty() {
-            problems.push("routes", "at least one route is required");
-        }
         for (i, route) in config.routes.iter().enumerate() {
-            let at = format!("routes[{i}]");
             let upstream = config
                 .upstreams
                 .iter()
-                .position(|u| u.name == route.upstream);
-            if upstream.is_none() {
-                problems.push(
-                    format!("{at}.upstream"),
-                    format!("unknown upstream \"{}\"", route.upstream),
-                );
-            }
-            let mut patterns = |key: &str, globs: &[String], path_like: bool| {
-                if globs.is_empty() {
-                    return None;
-                }
-                match Patterns::build(globs, path_like) {
-                    Ok(p) => Some(p),
-                    Err((j, e)) => {
-                        problems.push(format!("{at}.{key}[{j}]"), format!("invalid glob: {e}"));
-                        None
-                    }
+                .position(|u| u.name == route.upstream)
+                .unwrap_or(0);
+            let pipelines = patterns(
+                route.pipelines.iter().map(|g| g.glob()),
+                route.pipelines.iter().any(|g| g.is_any()),
+            );
+            let paths = patterns(route.paths.iter().map(|g| g.glob()), false);
+            let (pipelines, paths) = match (pipelines, paths) {
+                (Ok(pipelines), Ok(paths)) => (pipelines, paths),
+                (Err(e), _) | (_, Err(e)) => {
+                    problems.push(format!("routes[{i}]"), format!("globs do not compile: {e}"));
+                    continue;
                 }
             };
-            let pipelines = patterns("pipelines", &route.pipelines, false);
-            let paths = patterns("paths", &route.paths, true);
-            if route.default {
-                if default.is_some() {
-                    problems.push(format!("{at}.default"), "only one route can be the default");
-                } else {
-                    default = Some(i);
-                }
-            } else if route.pipelines.is_empty()
-                && route.paths.is_empty()
-                && route.tenants.is_empty()
-            {
-                problems.push(
-                    at.clone(),
-                    "a route needs pipelines, paths or tenants, or default = true",
-                );
+            if route.default && default.is_none() {
+                default = Some(upstream);
             }
             routes.push(Route {
                 pipelines,
                 tenants: route.tenants.clone(),
                 paths,
-                upstream: upstream.unwrap_or(0),
+                upstream,
             });
         }
-        RouteTable { routes, default }
+        let console = config.console_upstream().or(default);
+        problems.into_result(RouteTable {
+            routes,
+            default,
+            console,
+        })
     }
 
     /// The index (into `config.upstreams`) of the upstream serving `key`.
     pub fn select(&self, key: RouteKey<'_>) -> Option<usize> {
+        if key.console {
+            return self.console;
+        }
         let matched = self.routes.iter().find(|route| {
             let pipeline_ok = match (&route.pipelines, key.pipeline) {
                 (None, _) => true,
@@ -188,9 +158,51 @@ impl RouteTable {
         });
         match matched {
             Some(route) => Some(route.upstream),
-            None if key.pipeline.is_none() => self.default.map(|i| self.routes[i].upstream),
+            None if key.pipeline.is_none() => self.default,
             None => None,
         }
+    }
+}
+
+/// Chooses the upstream for the request and records it in the context.
+#[derive(Clone)]
+pub struct SelectUpstream {
+    table: Arc<RouteTable>,
+    /// Upstream names, in the order of `config.upstreams` (the table's indexes).
+    names: Arc<[Arc<str>]>,
+}
+
+impl SelectUpstream {
+    pub fn new(table: Arc<RouteTable>, names: Arc<[Arc<str>]>) -> Self {
+        SelectUpstream { table, names }
+    }
+}
+
+impl RequestCheck for SelectUpstream {
+    fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
+        let context = RequestContext::of(request)?;
+        let classified = context.classified()?;
+        let path = request.uri().path();
+        let key = RouteKey {
+            path,
+            pipeline: classified.pipeline(path),
+            tenant: context.principal().and_then(|p| p.tenant.as_deref()),
+            console: classified.endpoint.console,
+        };
+        let Some(index) = self.table.select(key) else {
+            return Err(GatewayError::unknown_endpoint(path)
+                .with_details(serde_json::json!({ "path": path, "reason": "no route matches" })));
+        };
+        let name = self
+            .names
+            .get(index)
+            .cloned()
+            .ok_or_else(|| GatewayError::internal(format!("route to upstream #{index}")))?;
+        context.set_route(ChosenRoute {
+            upstream: index,
+            upstream_name: name,
+        });
+        Ok(())
     }
 }
 
@@ -203,7 +215,7 @@ mod tests {
             "[[upstreams]]\nname = \"a\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
              [[upstreams]]\nname = \"b\"\nendpoints = [\"http://127.0.0.1:2\"]\n{routes}"
         );
-        let config: Config = toml::from_str(&text).unwrap();
+        let config = Config::from_toml(&text).unwrap();
         RouteTable::build(&config).unwrap()
     }
 
@@ -212,6 +224,7 @@ mod tests {
             path,
             pipeline,
             tenant,
+            console: false,
         }
     }
 
@@ -240,70 +253,15 @@ mod tests {
     }
 
     #[test]
-    fn problems_name_their_key_paths() {
-        let text = "[[upstreams]]\nname = \"a\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
-                    [[routes]]\npipelines = [\"[\"]\nupstream = \"eu\"\ndefault = true\n\
-                    [[routes]]\nupstream = \"a\"\ndefault = true\n";
-        let config: Config = toml::from_str(text).unwrap();
-        let problems: Vec<String> = RouteTable::build(&config)
-            .unwrap_err()
-            .into_vec()
-            .iter()
-            .map(|p| p.to_string())
-            .collect();
-        assert!(
-            problems.contains(&"routes[0].upstream: unknown upstream \"eu\"".to_owned()),
-            "{problems:?}"
+    fn the_console_goes_to_the_default_routes_upstream() {
+        let t = table(
+            "[[routes]]\npipelines = [\"prod-*\"]\nupstream = \"a\"\n\
+             [[routes]]\nupstream = \"b\"\ndefault = true\n",
         );
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.starts_with("routes[0].pipelines[0]: invalid glob")),
-            "{problems:?}"
-        );
-        assert!(
-            problems.contains(&"routes[1].default: only one route can be the default".to_owned()),
-            "{problems:?}"
-        );
-    }
-}
-
-/// Chooses the upstream for the request and stores it as [`SelectedUpstream`].
-#[derive(Clone)]
-pub struct SelectUpstream {
-    table: Arc<RouteTable>,
-    upstreams: Arc<[Arc<UpstreamPool>]>,
-}
-
-impl SelectUpstream {
-    /// `upstreams` are in the order of `config.upstreams`, which the table's indexes follow.
-    pub fn new(table: RouteTable, upstreams: Vec<Arc<UpstreamPool>>) -> Self {
-        SelectUpstream {
-            table: Arc::new(table),
-            upstreams: upstreams.into(),
-        }
-    }
-}
-
-impl RequestCheck for SelectUpstream {
-    fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
-        let extensions = request.extensions();
-        let key = RouteKey {
-            path: request.uri().path(),
-            pipeline: extensions
-                .get::<Classified>()
-                .and_then(|c| c.pipeline.as_deref()),
-            tenant: extensions
-                .get::<Principal>()
-                .and_then(|p| p.tenant.as_deref()),
+        let console = RouteKey {
+            console: true,
+            ..key("/_app/x.js", None, None)
         };
-        let Some(index) = self.table.select(key) else {
-            return Err(GatewayError::unknown_endpoint(key.path).with_details(
-                serde_json::json!({ "path": key.path, "reason": "no route matches" }),
-            ));
-        };
-        let upstream = self.upstreams[index].clone();
-        request.extensions_mut().insert(SelectedUpstream(upstream));
-        Ok(())
+        assert_eq!(t.select(console), Some(1));
     }
 }

@@ -1,23 +1,28 @@
 //! The admin listener (`[admin] listen`): `/livez` (the process answers), `/readyz` (the
 //! gateway can serve: every readiness check passes, e.g. a JWKS was loaded) and `/metrics`
 //! (Prometheus text format). Kept off the client-facing port so neither auth nor rate limits
-//! apply and clients cannot reach it.
+//! apply and clients cannot reach it. It shares the client listener's accept loop (errors
+//! logged and backed off from), has the same header read timeout, and drains on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use super::{accept_loop, drain, Current};
 use crate::body::{self, Body};
 use crate::telemetry::Metrics;
 
-/// A readiness check: `Err(reason)` while the gateway cannot serve.
-pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+/// Time an admin client gets to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time open admin connections get to finish on shutdown.
+const GRACE: Duration = Duration::from_secs(5);
 
 fn text(status: StatusCode, content: String) -> Response<Body> {
     let mut response = Response::new(body::full(content));
@@ -29,46 +34,51 @@ fn text(status: StatusCode, content: String) -> Response<Body> {
     response
 }
 
-/// Serves the admin endpoints until `shutdown` completes.
+fn answer(current: &Current, metrics: &Metrics, path: &str) -> Response<Body> {
+    match path {
+        "/livez" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => match current.load().runtime.authenticator.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(failures) => text(StatusCode::SERVICE_UNAVAILABLE, failures + "\n"),
+        },
+        "/metrics" => text(StatusCode::OK, metrics.encode()),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+/// Serves the admin endpoints until `shutdown` completes, then drains.
 pub async fn serve(
     listener: TcpListener,
-    metrics: Arc<Metrics>,
-    checks: Vec<ReadinessCheck>,
+    current: Current,
+    metrics: std::sync::Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let checks = Arc::new(checks);
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-            () = &mut shutdown => return,
-        };
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    accept_loop(&listener, "admin", shutdown, |stream, _peer| {
+        let current = current.clone();
         let metrics = metrics.clone();
-        let checks = checks.clone();
         let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            let response = match request.uri().path() {
-                "/livez" => text(StatusCode::OK, "ok\n".into()),
-                "/readyz" => {
-                    let failures: Vec<String> =
-                        checks.iter().filter_map(|check| check().err()).collect();
-                    if failures.is_empty() {
-                        text(StatusCode::OK, "ready\n".into())
-                    } else {
-                        text(StatusCode::SERVICE_UNAVAILABLE, failures.join("\n") + "\n")
-                    }
-                }
-                "/metrics" => text(StatusCode::OK, metrics.encode()),
-                _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
-            };
-            std::future::ready(Ok::<_, Infallible>(response))
+            std::future::ready(Ok::<_, Infallible>(answer(
+                &current,
+                &metrics,
+                request.uri().path(),
+            )))
         });
-        tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
+        let connection = graceful.watch(
+            builder
                 .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .into_owned(),
+        );
+        tokio::spawn(async move {
+            let _ = connection.await;
         });
-    }
+    })
+    .await;
+    drop(listener);
+    drain(graceful, GRACE, "admin").await;
 }

@@ -1,10 +1,18 @@
 //! Listeners: the client-facing server (HTTP/1.1 and cleartext HTTP/2 on one port), the admin
 //! listener, and graceful shutdown.
 //!
+//! Every request is served by the snapshot current when it arrives ([`Current`]): a request
+//! runs entirely on the configuration it started with, and a keep-alive connection takes the
+//! new one from its next request. The server makes the request's context (with the
+//! connection's facts) and drives the stack with `oneshot`, honouring tower's readiness.
+//!
 //! hyper's own limits are set well above the gateway's (`limits`), so that oversized request
 //! targets and headers are answered by the gateway in JSON rather than by hyper with an empty
 //! body; only requests beyond even those (or with more than [`MAX_HEADERS`] header lines)
 //! get hyper's bare answer. `header_read_timeout` works because the connection has a timer.
+//!
+//! Listening sockets are bound with `SO_REUSEADDR` and `SO_REUSEPORT`, so several gateway
+//! processes (or per-core runtimes) can share one port, the kernel balancing connections.
 //!
 //! Shutdown: on the signal the listener closes at once, idle keep-alive connections are
 //! closed, and in-flight requests get `shutdown_grace` to finish; whatever is still open then
@@ -14,56 +22,60 @@ pub mod admin;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tower::Service as _;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tower::util::Oneshot;
+use tower::ServiceExt as _;
 
-use crate::body::{self, ResponseFuture};
+use crate::body;
 use crate::config::ServerConfig;
-use crate::stack::GatewayService;
+use crate::context::{Connection, RequestContext};
+use crate::stack::{GatewayService, Snapshot};
 
-/// Request extension: the TCP peer of the connection, and its IP as a header value (made
-/// once per connection, for `X-Forwarded-For`).
-#[derive(Debug, Clone)]
-pub struct ClientAddr {
-    pub addr: SocketAddr,
-    pub ip_header: http::HeaderValue,
-}
-
-impl ClientAddr {
-    pub fn new(addr: SocketAddr) -> ClientAddr {
-        let ip_header = http::HeaderValue::try_from(addr.ip().to_string())
-            .unwrap_or(http::HeaderValue::from_static("unknown"));
-        ClientAddr { addr, ip_header }
-    }
-}
+/// The snapshot serving new requests; swapped whole on reload.
+pub type Current = Arc<ArcSwap<Snapshot>>;
 
 /// Most header lines hyper accepts in one request.
 pub const MAX_HEADERS: usize = 512;
 
-/// hyper's view of the stack: boxes the body and records the peer.
-///
-/// `call` without `poll_ready` is sound here: every layer of the stack is always ready (none
-/// buffers or limits concurrency through readiness).
+/// Binds `addr` for listening, with `SO_REUSEADDR` and `SO_REUSEPORT`.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// hyper's view of the stack: boxes the body, makes the request's context, and drives the
+/// current snapshot's service.
 struct Adapter {
-    service: GatewayService,
-    peer: ClientAddr,
+    current: Current,
+    connection: Arc<Connection>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Adapter {
     type Response = body::Response;
     type Error = std::convert::Infallible;
-    type Future = ResponseFuture;
+    type Future = Oneshot<GatewayService, body::Request>;
 
-    fn call(&self, request: http::Request<Incoming>) -> ResponseFuture {
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let mut request = request.map(body::boxed);
-        request.extensions_mut().insert(self.peer.clone());
-        self.service.clone().call(request)
+        request
+            .extensions_mut()
+            .insert(RequestContext::new(self.connection.clone()));
+        self.current.load().service.clone().oneshot(request)
     }
 }
 
@@ -86,35 +98,58 @@ fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    service: GatewayService,
-    settings: ServerConfig,
+/// Accepts connections until `shutdown` completes, handing each to `serve`. Errors (out of
+/// file descriptors and the like) are logged and backed off from, never spun on.
+pub async fn accept_loop(
+    listener: &TcpListener,
+    what: &'static str,
     shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(TcpStream, SocketAddr),
 ) {
-    let builder = builder(&settings);
-    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
+                    tracing::warn!(%error, listener = what, "accept failed; backing off");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut shutdown => return,
         };
+        serve(stream, peer);
+    }
+}
+
+/// Waits for `graceful` to drain, at most `grace`.
+pub async fn drain(graceful: GracefulShutdown, grace: Duration, what: &'static str) {
+    tracing::info!(
+        ?grace,
+        listener = what,
+        "shutting down: draining connections"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!(listener = what, "all connections drained"),
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(listener = what, "shutdown grace expired; closing the remaining connections")
+        }
+    }
+}
+
+/// Serves the current snapshot on `listener` until `shutdown` completes, then drains.
+pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    accept_loop(&listener, "client", shutdown, |stream, peer| {
         let _ = stream.set_nodelay(true);
+        // Connection-level settings come from the snapshot current when it is accepted.
+        let settings = current.load().runtime.config.server.clone();
         let hyper_service = Adapter {
-            service: service.clone(),
-            peer: ClientAddr::new(peer),
+            current: current.clone(),
+            connection: Arc::new(Connection::plain(peer)),
         };
-        let connection = builder
+        let connection = builder(&settings)
             .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
             .into_owned();
         let connection = graceful.watch(connection);
@@ -123,13 +158,9 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
         });
-    }
+    })
+    .await;
     drop(listener);
-    tracing::info!(grace = ?settings.shutdown_grace, "shutting down: draining connections");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(settings.shutdown_grace) => {
-            tracing::warn!("shutdown grace expired; closing the remaining connections")
-        }
-    }
+    let grace = current.load().runtime.config.server.shutdown_grace;
+    drain(graceful, grace, "client").await;
 }

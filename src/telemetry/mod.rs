@@ -12,4 +12,4 @@ mod request_log;
 
 pub use metrics::Metrics;
 pub use panic::CatchPanicLayer;
-pub use request_log::{RequestId, RequestLog, RequestLogLayer, REQUEST_ID};
+pub use request_log::{RequestLogLayer, REQUEST_ID};

@@ -1,8 +1,13 @@
 //! Request ids, the request's tracing span and the access log.
+//!
+//! The layer takes a handle to the request's context before passing the request on, so the
+//! access-log line sees what inner layers learned (endpoint, principal, upstream) whatever
+//! answered the request. A request without a context (only possible when a test drives the
+//! stack directly) is answered 500 `InternalError` and logged.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,39 +16,13 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::body::{Request, Response, ResponseFuture};
+use crate::context::RequestContext;
 use crate::errors::ErrorInfo;
 
 use super::Metrics;
 
 /// The request-id header, accepted from clients, sent upstream and echoed back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Request extension: the request's id.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
-
-/// Request extension: what inner layers learned, for the access-log line.
-#[derive(Debug, Clone, Default)]
-pub struct RequestLog(Arc<Fields>);
-
-#[derive(Debug, Default)]
-struct Fields {
-    endpoint: OnceLock<&'static str>,
-    upstream: OnceLock<Arc<str>>,
-    principal: OnceLock<Arc<str>>,
-}
-
-impl RequestLog {
-    pub fn set_endpoint(&self, name: &'static str) {
-        let _ = self.0.endpoint.set(name);
-    }
-    pub fn set_upstream(&self, name: Arc<str>) {
-        let _ = self.0.upstream.set(name);
-    }
-    pub fn set_principal(&self, id: Arc<str>) {
-        let _ = self.0.principal.set(id);
-    }
-}
 
 /// Accepts a client's id when it is 1 to 128 characters of `[A-Za-z0-9._:-]`.
 fn acceptable(value: &HeaderValue) -> bool {
@@ -127,9 +106,15 @@ where
                 id
             }
         };
-        let log = RequestLog::default();
-        request.extensions_mut().insert(log.clone());
-        request.extensions_mut().insert(RequestId(id.clone()));
+        let context = match RequestContext::of(&request) {
+            Ok(context) => context.clone(),
+            Err(error) => {
+                let mut response = error.into_response();
+                response.headers_mut().insert(REQUEST_ID, id);
+                return Box::pin(std::future::ready(Ok(response)));
+            }
+        };
+        context.set_id(id.clone());
         // The access-log line needs the method and path after the request has moved on;
         // copy them only when the line will be written.
         let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
@@ -147,7 +132,7 @@ where
                 let latency = start.elapsed();
                 let status = response.status().as_u16();
                 let error = response.extensions().get::<ErrorInfo>();
-                let endpoint = log.0.endpoint.get().copied().unwrap_or("-");
+                let endpoint = context.classified_opt().map_or("-", |c| c.endpoint.name);
                 metrics.observe_request(endpoint, status, latency);
                 if let Some((method, path)) = logged {
                     tracing::info!(
@@ -156,8 +141,8 @@ where
                         path = %path,
                         status,
                         endpoint,
-                        upstream = log.0.upstream.get().map_or("-", |u| &**u),
-                        principal = log.0.principal.get().map_or("-", |p| &**p),
+                        upstream = context.route_opt().map_or("-", |r| &*r.upstream_name),
+                        principal = context.principal().map_or("-", |p| &*p.id),
                         error_code = error.map_or("-", |e| &*e.code),
                         internal = error.and_then(|e| e.internal.as_deref()).unwrap_or("-"),
                         latency_us = latency.as_micros() as u64,

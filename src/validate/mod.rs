@@ -14,8 +14,8 @@ use http::uri::PathAndQuery;
 
 use crate::body::Request;
 use crate::check::RequestCheck;
+use crate::context::RequestContext;
 use crate::errors::GatewayError;
-use crate::routing::Classified;
 
 pub use activate::ActivateQuery;
 pub use name::{check_name, NameError};
@@ -37,13 +37,11 @@ pub struct PipelineRequest;
 
 impl RequestCheck for PipelineRequest {
     fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
-        let Some(classified) = request.extensions().get::<Classified>() else {
-            return Ok(());
-        };
-        if let Some(name) = &classified.pipeline {
+        let classified = *RequestContext::of(request)?.classified()?;
+        if let Some(name) = classified.pipeline(request.uri().path()) {
             check_name(name)?;
         }
-        if classified.endpoint.name == "activate" {
+        if classified.endpoint.activate_query {
             let query = ActivateQuery::parse(request.uri().query())?;
             rewrite_query(request, query.forwarded_query())?;
         }

@@ -20,11 +20,12 @@ fn respond(status: u16, content_type: Option<&str>, body: &[u8]) -> Fault {
 }
 
 #[tokio::test]
-async fn path_outside_the_api_is_404_unknown_endpoint_from_the_gateway() {
+async fn only_get_and_head_reach_the_console_outside_the_api() {
     let (gw, upstream) = pair().await;
-    let reply = get(&format!("{}/admin/secrets", gw.url())).await;
-    let details = reply.error(404, "UnknownEndpoint");
-    assert_eq!(details["path"], "/admin/secrets");
+    let reply = post(&format!("{}/admin/secrets", gw.url())).await;
+    let details = reply.error(405, "MethodNotAllowed");
+    assert_eq!(details["allowed"], serde_json::json!(["GET", "HEAD"]));
+    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
     assert_eq!(reply.header("x-error-source"), Some("gateway"));
     assert!(upstream.requests().is_empty());
 }

@@ -1,5 +1,7 @@
-//! Time as the auth module sees it: wall-clock seconds for `exp`/`nbf`/key expiry, and a
-//! monotonic instant for cooldowns. Injectable, so tests move time instead of sleeping.
+//! The gateway's one notion of time: wall-clock time (token `exp`/`nbf`, key expiry) and a
+//! monotonic instant (cooldowns, rate-limit budgets, endpoint ejection). Injectable, so tests
+//! move time instead of sleeping; every module that reads time takes an `Arc<dyn Clock>`
+//! (the rate limiter through an adapter to governor's clock, `ratelimit::local::LimiterClock`).
 //!
 //! [`SystemClock`] is the real one; [`FakeClock`] starts at a given wall time and only moves
 //! when told to ([`FakeClock::advance`]), both readings moving together.
@@ -23,6 +25,11 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The real clock, shared.
+pub fn system() -> Arc<dyn Clock> {
+    Arc::new(SystemClock)
+}
+
 /// The system's clocks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -41,7 +48,7 @@ impl Clock for SystemClock {
 pub struct FakeClock {
     wall: SystemTime,
     base: Instant,
-    offset_ms: AtomicU64,
+    offset_ns: AtomicU64,
 }
 
 impl FakeClock {
@@ -50,18 +57,20 @@ impl FakeClock {
         Arc::new(FakeClock {
             wall,
             base: Instant::now(),
-            offset_ms: AtomicU64::new(0),
+            offset_ns: AtomicU64::new(0),
         })
     }
 
     /// Moves both readings forward.
     pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+        self.offset_ns.fetch_add(
+            u64::try_from(by.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     fn offset(&self) -> Duration {
-        Duration::from_millis(self.offset_ms.load(Ordering::SeqCst))
+        Duration::from_nanos(self.offset_ns.load(Ordering::SeqCst))
     }
 }
 

@@ -1,5 +1,5 @@
-//! One upstream (a pipeline manager) and its replicas: endpoint choice, passive health, and
-//! the pooled HTTP client toward it.
+//! One upstream (a pipeline manager) and its replicas ([`Upstream`]): endpoint choice,
+//! passive health, and the pooled HTTP client toward it.
 //!
 //! Endpoints are chosen round robin. An endpoint that refuses or times out a connection is
 //! skipped for `unhealthy_cooldown`; when every endpoint is skipped the pool answers 503
@@ -12,38 +12,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::Body;
-use crate::config::{CredentialsMode, UpstreamConfig};
+use crate::clock::Clock;
+use crate::config::{CredentialsMode, Problems, UpstreamConfig};
 use crate::errors::GatewayError;
 
 /// The client type toward upstreams (plain HTTP or HTTPS).
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// Parses an endpoint URL: `http://host:port` or `https://host:port`, no path or query.
-pub fn parse_endpoint(text: &str) -> Result<(Scheme, Authority), String> {
-    let uri: Uri = text
-        .parse()
-        .map_err(|e| format!("\"{text}\" is not a URL: {e}"))?;
-    let scheme = match uri.scheme_str() {
-        Some("http") => Scheme::HTTP,
-        Some("https") => Scheme::HTTPS,
-        _ => return Err(format!("\"{text}\": the scheme must be http or https")),
-    };
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("\"{text}\" has no host"))?;
-    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("\"{text}\": an endpoint has no path or query"));
-    }
-    Ok((scheme, authority))
-}
 
 /// One replica of the upstream.
 #[derive(Debug)]
@@ -55,7 +36,7 @@ pub struct EndpointState {
 }
 
 /// An upstream: its name, replicas, client and per-upstream settings.
-pub struct UpstreamPool {
+pub struct Upstream {
     pub name: Arc<str>,
     pub request_timeout: Duration,
     pub credentials: CredentialsMode,
@@ -64,46 +45,65 @@ pub struct UpstreamPool {
     endpoints: Vec<EndpointState>,
     next: AtomicUsize,
     cooldown: Duration,
+    clock: Arc<dyn Clock>,
     epoch: Instant,
     client: UpstreamClient,
 }
 
-impl std::fmt::Debug for UpstreamPool {
+impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamPool")
+        f.debug_struct("Upstream")
             .field("name", &self.name)
             .field("endpoints", &self.endpoints)
             .finish_non_exhaustive()
     }
 }
 
-impl UpstreamPool {
-    /// Builds the pool from a checked configuration.
-    pub fn new(config: &UpstreamConfig) -> Result<UpstreamPool, String> {
+impl Upstream {
+    /// Builds the upstream `at` (its key path, for problems) from a checked configuration;
+    /// reads `bearer_env`.
+    pub fn new(
+        config: &UpstreamConfig,
+        at: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Upstream, Problems> {
+        let mut problems = Problems::default();
         let endpoints = config
             .endpoints
             .iter()
-            .map(|text| {
-                parse_endpoint(text).map(|(scheme, authority)| EndpointState {
-                    scheme,
-                    authority,
-                    down_until_ms: AtomicU64::new(0),
-                })
+            .map(|url| EndpointState {
+                scheme: url.scheme.clone(),
+                authority: url.authority.clone(),
+                down_until_ms: AtomicU64::new(0),
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
         let replacement_authorization = match (config.credentials, &config.bearer_env) {
-            (CredentialsMode::Replace, Some(var)) => {
-                let key = std::env::var(var)
-                    .map_err(|_| format!("environment variable {var} is not set"))?;
-                let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
-                    format!("environment variable {var} is not a valid header value")
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
+            (CredentialsMode::Replace, Some(var)) => match std::env::var(var) {
+                Ok(key) => match HeaderValue::try_from(format!("Bearer {key}")) {
+                    Ok(mut value) => {
+                        value.set_sensitive(true);
+                        Some(value)
+                    }
+                    Err(_) => {
+                        problems.push(
+                            format!("{at}.bearer_env"),
+                            format!("environment variable {var} is not a valid header value"),
+                        );
+                        None
+                    }
+                },
+                Err(_) => {
+                    problems.push(
+                        format!("{at}.bearer_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                    None
+                }
+            },
             _ => None,
         };
-        Ok(UpstreamPool {
+        let epoch = clock.instant();
+        problems.into_result(Upstream {
             name: config.name.as_str().into(),
             request_timeout: config.request_timeout,
             credentials: config.credentials,
@@ -111,7 +111,8 @@ impl UpstreamPool {
             endpoints,
             next: AtomicUsize::new(0),
             cooldown: config.unhealthy_cooldown,
-            epoch: Instant::now(),
+            clock,
+            epoch,
             client: build_client(config),
         })
     }
@@ -126,7 +127,8 @@ impl UpstreamPool {
 
     fn now_ms(&self) -> u64 {
         // +1 so that 0 always means "healthy".
-        self.epoch.elapsed().as_millis() as u64 + 1
+        let elapsed = self.clock.instant().saturating_duration_since(self.epoch);
+        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// The next endpoint to try, skipping those in cooldown and those in `tried`
@@ -177,26 +179,11 @@ impl UpstreamPool {
     }
 }
 
-/// The connector every outgoing client uses (upstreams, JWKS fetches): plain HTTP or HTTPS
-/// (rustls with aws-lc, webpki roots), TCP_NODELAY, the given connect deadline.
-pub fn https_connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http)
-}
-
 fn build_client(config: &UpstreamConfig) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(config.pool_idle_timeout)
         .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
-        .build(https_connector(config.connect_timeout))
+        .build(crate::outbound::https_connector(config.connect_timeout))
 }

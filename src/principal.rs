@@ -1,51 +1,11 @@
-//! Who a request speaks for, once authenticated: the [`Principal`] and its [`Role`].
-//!
-//! The auth layer inserts a `Principal` into the request extensions; later layers (rate
-//! limiting, routing by tenant, the tenant header toward the upstream) read it from there and
-//! never from anything the client sent unverified.
+//! Who a request speaks for, once authenticated: the [`Principal`], its [`Role`] and tenant.
+//! Ground floor: auth makes principals, everything after it (rate limits, routing by tenant,
+//! the tenant header toward the upstream, logs) reads them from the request context, never
+//! from anything the client sent unverified.
 
-use std::fmt;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
-/// The manager's roles, ordered: `read < write < admin < owner`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Read,
-    Write,
-    Admin,
-    Owner,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Read => "read",
-            Role::Write => "write",
-            Role::Admin => "admin",
-            Role::Owner => "owner",
-        }
-    }
-
-    /// Parses the lowercase spelling (`read`, `write`, `admin`, `owner`).
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "read" => Some(Role::Read),
-            "write" => Some(Role::Write),
-            "admin" => Some(Role::Admin),
-            "owner" => Some(Role::Owner),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::catalog::Role;
 
 /// How the principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

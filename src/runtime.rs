@@ -1,0 +1,151 @@
+//! The runtime: everything the request path uses, built from one checked [`Config`] as one
+//! value ([`Runtime`]), so that a configuration can be swapped whole.
+//!
+//! [`Runtime::build`] makes the route table, the upstreams, the authenticator and the rate
+//! limiters, reading what the configuration names outside itself (key files, shared secrets,
+//! `api_keys_file`, `bearer_env`); every problem it meets is reported with its key path, like
+//! the configuration's own check — `check-config` runs both. Nothing here listens, connects or
+//! spawns: background work is started by whoever serves the runtime
+//! ([`Runtime::run_background`]).
+//!
+//! What lives longer than one runtime is in [`Process`]: the metrics registry and the metric
+//! families every runtime counts into, and the clock.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::auth::{AuthMetrics, Authenticator};
+use crate::clock::Clock;
+use crate::config::{Config, Problems};
+use crate::proxy::{Upstream, Upstreams};
+use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
+use crate::routing::RouteTable;
+use crate::telemetry::Metrics;
+
+/// What outlives every runtime: metrics and the clock.
+pub struct Process {
+    pub metrics: Arc<Metrics>,
+    pub auth: AuthMetrics,
+    pub rate_limits: RateLimitMetrics,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Process {
+    /// The process's metrics, registered once, on the real clock.
+    pub fn new() -> Process {
+        Process::with_clock(crate::clock::system())
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Process {
+        let mut metrics = Metrics::new();
+        let auth = AuthMetrics::default();
+        auth.register(metrics.registry_mut());
+        let rate_limits = RateLimitMetrics::default();
+        rate_limits.register(metrics.registry_mut());
+        Process {
+            metrics: Arc::new(metrics),
+            auth,
+            rate_limits,
+            clock,
+        }
+    }
+}
+
+impl Default for Process {
+    fn default() -> Self {
+        Process::new()
+    }
+}
+
+/// One configuration, built.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub loaded_at: SystemTime,
+    pub routes: Arc<RouteTable>,
+    /// In the order of `config.upstreams` (the route table's indexes).
+    pub upstreams: Upstreams,
+    pub upstream_names: Arc<[Arc<str>]>,
+    pub authenticator: Arc<Authenticator>,
+    /// `None` without `[rate_limit]`.
+    pub rate_limits: Option<Arc<RateLimits>>,
+}
+
+impl Runtime {
+    /// Builds everything from a checked configuration; `Err` lists every problem.
+    pub fn build(config: Config, process: &Process) -> Result<Runtime, Problems> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let mut problems = Problems::default();
+        let routes = RouteTable::build(&config);
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for (i, upstream) in config.upstreams.iter().enumerate() {
+            match Upstream::new(upstream, &format!("upstreams[{i}]"), process.clock.clone()) {
+                Ok(upstream) => upstreams.push(Arc::new(upstream)),
+                Err(more) => problems.extend(more),
+            }
+        }
+        let authenticator =
+            Authenticator::new(&config.auth, "auth", process.clock.clone(), &process.auth);
+        let rate_limits = match &config.rate_limit {
+            Some(rate_limit) => match RateLimits::build(
+                rate_limit,
+                LimiterClock::new(process.clock.clone()),
+                process.rate_limits.clone(),
+            ) {
+                Ok(limits) => Some(Arc::new(limits)),
+                Err(error) => {
+                    problems.push("rate_limit.redis.url", error.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        let (routes, authenticator) = match (routes, authenticator) {
+            (Ok(routes), Ok(authenticator)) => (routes, authenticator),
+            (routes, authenticator) => {
+                if let Err(more) = routes {
+                    problems.extend(more);
+                }
+                if let Err(more) = authenticator {
+                    problems.extend(more);
+                }
+                return Err(problems);
+            }
+        };
+        let upstream_names = config
+            .upstreams
+            .iter()
+            .map(|u| Arc::from(u.name.as_str()))
+            .collect();
+        problems.into_result(Runtime {
+            config: Arc::new(config),
+            loaded_at: SystemTime::now(),
+            routes: Arc::new(routes),
+            upstreams: upstreams.into(),
+            upstream_names,
+            authenticator: Arc::new(authenticator),
+            rate_limits,
+        })
+    }
+
+    /// This runtime's background work until `stop` turns true: key-set refreshes and
+    /// `api_keys_file` re-reads, and the rate limiter's sweeper.
+    pub async fn run_background(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let auth = self
+            .authenticator
+            .clone()
+            .run_background(stopped(stop.clone()));
+        match self.rate_limits.clone() {
+            Some(limits) => {
+                tokio::join!(auth, limits.run_sweeper(stopped(stop)));
+            }
+            None => auth.await,
+        }
+    }
+}
+
+/// Completes when `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
