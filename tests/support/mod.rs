@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod keys;
+pub mod tools;
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
