@@ -66,23 +66,42 @@ pub fn artifacts_dir() -> PathBuf {
 
 /// A `chromedriver` child process, leader of its own process group; the group is killed on drop.
 struct Driver {
-    child: Child,
+    /// `None` once killed and reaped: its pid (the group's id) may then belong to anyone.
+    child: Option<Child>,
+    /// The process group: the driver's pid, since it leads its group.
+    group: i32,
     port: u16,
 }
 
 impl Driver {
-    /// The process group: the driver's pid, since it leads its group.
-    fn group(&self) -> i32 {
-        self.child.id() as i32
+    fn new(child: Child, port: u16) -> Driver {
+        let group = i32::try_from(child.id()).expect("a pid fits in pid_t");
+        Driver {
+            child: Some(child),
+            group,
+            port,
+        }
     }
 
+    /// Whether the driver process has exited by itself (e.g. its port was taken).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| matches!(child.try_wait(), Ok(Some(_))))
+    }
+
+    /// SIGKILLs the whole group (driver, Chromium, helpers) once, then reaps the driver.
     fn kill(&mut self) {
-        // SAFETY: kill(2) with a negative pid signals the process group whose leader is our
-        // own child; the group exists until the child is reaped below, so it cannot be reused.
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SAFETY: kill(2) only sends a signal. The negative pid names the process group led by
+        // our own child, which is not reaped yet (that happens below, once), so its pid — the
+        // group's id — cannot have been reused by anyone else.
         unsafe {
-            libc::kill(-self.group(), libc::SIGKILL);
+            libc::kill(-self.group, libc::SIGKILL);
         }
-        let _ = self.child.wait();
+        let _ = child.wait();
     }
 }
 
@@ -180,7 +199,11 @@ impl Browser {
                 }
             }
             if Instant::now() >= end {
-                let shot = artifacts_dir().join("wait-for-text-timeout.png");
+                let name: String = css
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                let shot = artifacts_dir().join(format!("timeout-{name}.png"));
                 self.screenshot(&shot).await;
                 let body = match self.client().find(Locator::Css("body")).await {
                     Ok(body) => body.text().await.unwrap_or_default(),
@@ -212,7 +235,7 @@ impl Browser {
 
     /// The process group holding `chromedriver`, Chromium and its helpers.
     pub fn process_group(&self) -> i32 {
-        self.driver.group()
+        self.driver.group
     }
 
     /// The temporary directory holding the profile and the driver's log.
@@ -288,7 +311,7 @@ async fn start_driver(program: &Path, profile: &Path) -> Driver {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", program.display()));
-        let mut driver = Driver { child, port };
+        let mut driver = Driver::new(child, port);
         if wait_until_ready(&mut driver).await {
             return driver;
         }
@@ -310,7 +333,7 @@ async fn wait_until_ready(driver: &mut Driver) -> bool {
         .expect("status URL");
     let end = Instant::now() + DRIVER_READY_DEADLINE;
     while Instant::now() < end {
-        if let Ok(Some(_)) = driver.child.try_wait() {
+        if driver.exited() {
             return false;
         }
         if let Ok(response) = client.get(url.clone()).await {
