@@ -6,7 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod keys;
+pub mod tools;
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
