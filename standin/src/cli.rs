@@ -38,6 +38,10 @@ pub struct StandinArgs {
     /// Pause between egress chunks (0s: as fast as the reader takes them).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub egress_interval: Duration,
+    /// Never compress answers, whatever the client's `Accept-Encoding` (the manager, and by
+    /// default the stand-in, compress every non-streaming answer a client accepts encoded).
+    #[arg(long)]
+    pub no_compression: bool,
 }
 
 /// One `--seed NAME[:STATUS]`.
@@ -84,6 +88,7 @@ impl StandinArgs {
             instance: self.instance.clone(),
             egress_chunk_bytes: self.egress_chunk_bytes,
             egress_interval: self.egress_interval,
+            compression: !self.no_compression,
         }
     }
 }

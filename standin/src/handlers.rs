@@ -45,6 +45,7 @@ use subtle::ConstantTimeEq;
 use super::state::{Desired, Pipeline, PipelineSpec, Refusal, Selector, Status, Target};
 use super::{lock, Fault, Shared};
 use crate::body::{boxed, empty, full, Body};
+use crate::compress;
 
 /// The largest JSON body the manager accepts (actix-web's default `JsonConfig` limit).
 const JSON_LIMIT: usize = 2 * 1024 * 1024;
@@ -93,13 +94,33 @@ pub(super) async fn handle(
     Ok(response)
 }
 
+/// The manager's answer: negotiation of `Accept-Encoding` first (a 406 never reaches the
+/// routes), then the route, then compression, as actix's `Compress` wraps the whole app.
 async fn manager_response(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let coding = if shared.opts.compression {
+        match compress::negotiate(req.headers()) {
+            compress::Negotiated::Use(coding) => coding,
+            compress::Negotiated::NotAcceptable => return compress::not_acceptable(),
+        }
+    } else {
+        compress::Coding::Identity
+    };
     let mut response = route(shared, req).await;
     if response.status() == StatusCode::SERVICE_UNAVAILABLE {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
+    compress::encode(coding, response).await
+}
+
+/// Marks a forwarded stream the way the manager does (`Content-Encoding: identity`), which
+/// also keeps compression off it.
+fn identity_stream(mut response: Response<Body>) -> Response<Body> {
+    response.headers_mut().insert(
+        header::CONTENT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     response
 }
 
@@ -1000,7 +1021,7 @@ fn egress(shared: &Shared, name: &str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    response
+    identity_stream(response)
 }
 
 /// The endless egress body: one newline-terminated `Chunk` JSON object of `chunk_bytes` per
@@ -1090,7 +1111,10 @@ async fn ingress(shared: &Shared, req: Request<Incoming>, name: &str) -> Respons
     }
     let token = base64::engine::general_purpose::STANDARD
         .encode(format!("{name}:{received}:{}", uuid::Uuid::new_v4()));
-    json_response(StatusCode::OK, &CompletionTokenResponse { token })
+    identity_stream(json_response(
+        StatusCode::OK,
+        &CompletionTokenResponse { token },
+    ))
 }
 
 /// `format` of an ad-hoc query (`AdHocResultFormat`).
@@ -1133,7 +1157,7 @@ fn query(shared: &Arc<Shared>, req: Request<Incoming>, name: &str) -> Response<B
         AdHocResultFormat::Json => "application/x-ndjson",
         AdHocResultFormat::Parquet | AdHocResultFormat::ArrowIpc => "application/octet-stream",
     };
-    text_response(StatusCode::OK, content_type, "")
+    identity_stream(text_response(StatusCode::OK, content_type, ""))
 }
 
 /// Completes the WebSocket handshake, then echoes whatever bytes arrive (frames are not parsed).

@@ -5,7 +5,8 @@
 //!
 //! It owns the listener, the connections, the test hooks (recorded requests, faults, ingested
 //! byte count) and the options; [`state`] owns the pipelines and their lifecycle, [`handlers`]
-//! the HTTP surface, [`cli`] the `stand-in` command line. Where it implements a request the real
+//! the HTTP surface, [`compress`] the manager's response compression, [`cli`] the `stand-in`
+//! command line. Where it implements a request the real
 //! manager answers, it answers byte for byte the same (`captured/manager-oss-0.337.json`); it
 //! implements only the part of the API the gateway exercises (see [`handlers`]).
 //!
@@ -14,6 +15,9 @@
 //!   matching fault wins. They are a test hook only and cannot be set over HTTP. A `Respond`
 //!   fault is sent exactly as given (plus `x-standin-instance`); nothing else is added.
 //! - Every other response carries `x-standin-instance`, and every 503 `Retry-After: 5`.
+//! - Answers are compressed by the client's `Accept-Encoding` exactly as the manager's actix
+//!   `Compress` middleware does ([`compress`]; errors included, streams never), unless
+//!   [`StandinOptions::compression`] is off. Faults are never compressed.
 //! - Shutdown (or dropping the [`Standin`]) stops accepting and closes every open connection,
 //!   endless egress streams and upgraded WebSockets included.
 //!
@@ -32,6 +36,7 @@
 
 mod body;
 pub mod cli;
+mod compress;
 mod handlers;
 mod state;
 #[cfg(test)]
@@ -74,6 +79,10 @@ pub struct StandinOptions {
     pub egress_chunk_bytes: usize,
     /// Pause between egress chunks (zero: as fast as the reader takes them).
     pub egress_interval: Duration,
+    /// Compress answers by the client's `Accept-Encoding` like the manager's actix `Compress`
+    /// middleware (see the `compress` module); streams stay identity. On by default, like the
+    /// real manager; off, every answer is identity whatever the client accepts.
+    pub compression: bool,
 }
 
 impl Default for StandinOptions {
@@ -86,6 +95,7 @@ impl Default for StandinOptions {
             instance: "standin".to_owned(),
             egress_chunk_bytes: 4096,
             egress_interval: Duration::ZERO,
+            compression: true,
         }
     }
 }

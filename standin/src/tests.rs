@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{Fault, SeedPipeline, SeedStatus, Standin, StandinOptions};
+use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};
 
 const CAPTURE: &str = include_str!("testdata/manager-oss-0.337.json");
 
@@ -760,5 +761,211 @@ async fn requests_are_recorded_and_every_answer_names_the_instance() {
     );
     standin.clear_requests();
     assert!(standin.requests().is_empty());
+    standin.shutdown().await;
+}
+
+/// Decodes `data` encoded with the HTTP content coding `coding`.
+async fn decode(coding: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => GzipDecoder::new(data).read_to_end(&mut out).await,
+        "deflate" => ZlibDecoder::new(data).read_to_end(&mut out).await,
+        "br" => BrotliDecoder::new(data).read_to_end(&mut out).await,
+        "zstd" => ZstdDecoder::new(data).read_to_end(&mut out).await,
+        other => panic!("unexpected coding {other}"),
+    }
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn every_coding_round_trips_to_the_identity_answer() {
+    let standin = start(seeded(&[("orders", SeedStatus::Running)])).await;
+    let plain = get(&standin, "/v0/pipelines/orders?selector=status").await;
+    assert!(plain.header("content-encoding").is_none());
+    assert!(plain.header("vary").is_none());
+    for (accept, coding) in [
+        ("gzip, deflate", "gzip"),
+        ("deflate", "deflate"),
+        ("gzip, deflate, br, zstd", "br"),
+        ("zstd;q=1, br;q=0.5", "zstd"),
+    ] {
+        let encoded = call(
+            &standin,
+            Method::GET,
+            "/v0/pipelines/orders?selector=status",
+            "",
+            &[("accept-encoding", accept)],
+        )
+        .await;
+        assert_eq!(encoded.status, StatusCode::OK, "{accept}");
+        assert_eq!(encoded.header("content-encoding"), Some(coding), "{accept}");
+        assert_eq!(encoded.header("vary"), Some("accept-encoding"));
+        assert_eq!(encoded.header("content-type"), Some("application/json"));
+        assert!(encoded.header("content-length").is_none(), "{accept}");
+        assert_eq!(encoded.header("transfer-encoding"), Some("chunked"));
+        assert_ne!(encoded.body, plain.body);
+        let decoded: Value = serde_json::from_slice(&decode(coding, &encoded.body).await).unwrap();
+        // Nothing of a running seeded pipeline moves, so the two answers are equal.
+        assert_eq!(decoded, plain.json(), "{accept}");
+    }
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_are_compressed_when_the_client_accepts_it() {
+    let standin = start(seeded(&[])).await;
+    let gzip = [("accept-encoding", "gzip, deflate")];
+    let unknown = call(&standin, Method::GET, "/v0/pipelines/nope", "", &gzip).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.header("content-encoding"), Some("gzip"));
+    let body: Value = serde_json::from_slice(&decode("gzip", &unknown.body).await).unwrap();
+    assert_eq!(body["error_code"], "UnknownPipelineName");
+    assert_eq!(body["details"], json!({"pipeline_name": "nope"}));
+    let query = call(
+        &standin,
+        Method::GET,
+        "/v0/pipelines?selector=bogus",
+        "",
+        &gzip,
+    )
+    .await;
+    assert_eq!(query.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        query.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(query.header("content-encoding"), Some("gzip"));
+    let text = decode("gzip", &query.body).await;
+    assert!(text.starts_with(b"Query deserialize error: unknown variant `bogus`"));
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_and_empty_answers_are_never_compressed() {
+    let standin = start(seeded(&[
+        ("orders", SeedStatus::Running),
+        ("cold", SeedStatus::Stopped),
+    ]))
+    .await;
+    let accept = "gzip, deflate, br, zstd";
+    let request = Request::post(format!("{}/v0/pipelines/orders/egress/v", standin.url()))
+        .header("accept-encoding", accept)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-encoding"], "identity");
+    assert!(response.headers().get("vary").is_none());
+    let first = response
+        .into_body()
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert!(first.starts_with(br#"{"sequence_number":0,"#));
+    let headers = [("accept-encoding", accept)];
+    let ingress = call(
+        &standin,
+        Method::POST,
+        "/v0/pipelines/orders/ingress/t",
+        "1,2,3",
+        &headers,
+    )
+    .await;
+    assert_eq!(ingress.header("content-encoding"), Some("identity"));
+    assert!(ingress.json()["token"].is_string());
+    let query = call(
+        &standin,
+        Method::GET,
+        "/v0/pipelines/orders/query?sql=select%201&format=json",
+        "",
+        &headers,
+    )
+    .await;
+    assert_eq!(query.header("content-encoding"), Some("identity"));
+    for (method, path) in [
+        (Method::DELETE, "/v0/pipelines/cold"),
+        (Method::GET, "/v0/no-such-endpoint"),
+    ] {
+        let empty = call(&standin, method, path, "", &headers).await;
+        assert!(empty.body.is_empty(), "{path}");
+        assert!(empty.header("content-encoding").is_none(), "{path}");
+        assert!(empty.header("vary").is_none(), "{path}");
+    }
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn identity_no_header_or_disabled_compression_answer_identity() {
+    let standin = start(seeded(&[])).await;
+    for headers in [
+        &[][..],
+        &[("accept-encoding", "identity")][..],
+        &[("accept-encoding", "")][..],
+        &[("accept-encoding", "*")][..],
+        &[("accept-encoding", "compress")][..],
+    ] {
+        let answer = call(&standin, Method::GET, "/v0/pipelines/nope", "", headers).await;
+        assert!(answer.header("content-encoding").is_none(), "{headers:?}");
+        assert!(answer.header("vary").is_none(), "{headers:?}");
+        assert_eq!(answer.json()["error_code"], "UnknownPipelineName");
+    }
+    standin.shutdown().await;
+    let off = start(StandinOptions {
+        compression: false,
+        ..seeded(&[])
+    })
+    .await;
+    let answer = call(
+        &off,
+        Method::GET,
+        "/v0/pipelines/nope",
+        "",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert!(answer.header("content-encoding").is_none());
+    assert_eq!(answer.json()["error_code"], "UnknownPipelineName");
+    let refused = call(
+        &off,
+        Method::GET,
+        "/v0/pipelines",
+        "",
+        &[("accept-encoding", "identity;q=0")],
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::OK,
+        "no negotiation at all when off"
+    );
+    off.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_acceptable_is_406_and_the_request_is_not_handled() {
+    let standin = start(seeded(&[])).await;
+    let answer = call(
+        &standin,
+        Method::POST,
+        "/v0/pipelines",
+        r#"{"name":"p406","program_code":""}"#,
+        &[
+            ("content-type", "application/json"),
+            ("accept-encoding", "gzip;q=0, identity;q=0"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(answer.text(), "br, gzip, deflate, zstd");
+    assert_eq!(answer.header("vary"), Some("Accept-Encoding"));
+    assert!(answer.header("content-type").is_none());
+    assert_eq!(
+        get(&standin, "/v0/pipelines/p406").await.status,
+        StatusCode::NOT_FOUND
+    );
     standin.shutdown().await;
 }
