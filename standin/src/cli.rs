@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{serve, SeedPipeline, SeedStatus, StandinOptions};
+use super::{serve, Compiler, SeedPipeline, SeedStatus, StandinOptions};
 
 /// Run the stand-in pipeline manager.
 #[derive(clap::Args, Clone, Debug)]
@@ -42,6 +42,20 @@ pub struct StandinArgs {
     /// default the stand-in, compress every non-streaming answer a client accepts encoded).
     #[arg(long)]
     pub no_compression: bool,
+    /// What compiling a program ends in: `succeeds` (Success), or `absent` (SystemError, like
+    /// a manager without its SQL compiler).
+    #[arg(long, value_name = "OUTCOME", default_value = "succeeds", value_parser = parse_compiler)]
+    pub compiler: Compiler,
+}
+
+fn parse_compiler(value: &str) -> Result<Compiler, String> {
+    match value {
+        "succeeds" => Ok(Compiler::Succeeds),
+        "absent" => Ok(Compiler::Absent),
+        other => Err(format!(
+            "unknown compiler `{other}` (expected succeeds or absent)"
+        )),
+    }
 }
 
 /// One `--seed NAME[:STATUS]`.
@@ -89,6 +103,7 @@ impl StandinArgs {
             egress_chunk_bytes: self.egress_chunk_bytes,
             egress_interval: self.egress_interval,
             compression: !self.no_compression,
+            compiler: self.compiler,
         }
     }
 }

@@ -57,7 +57,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use state::{SeedPipeline, SeedStatus};
+pub use state::{Compiler, SeedPipeline, SeedStatus};
 
 /// How many requests [`Standin::requests`] remembers.
 const RECORDED_REQUESTS: usize = 1000;
@@ -83,6 +83,9 @@ pub struct StandinOptions {
     /// middleware (see the `compress` module); streams stay identity. On by default, like the
     /// real manager; off, every answer is identity whatever the client accepts.
     pub compression: bool,
+    /// What compiling a program ends in: `Success` (default) or, like the captured manager
+    /// that has no SQL compiler, `SystemError`.
+    pub compiler: Compiler,
 }
 
 impl Default for StandinOptions {
@@ -96,6 +99,7 @@ impl Default for StandinOptions {
             egress_chunk_bytes: 4096,
             egress_interval: Duration::ZERO,
             compression: true,
+            compiler: Compiler::Succeeds,
         }
     }
 }
@@ -131,6 +135,7 @@ struct Shared {
     instance: HeaderValue,
     started_at: SystemTime,
     pipelines: Mutex<state::Pipelines>,
+    api_keys: Mutex<state::ApiKeys>,
     requests: Mutex<VecDeque<RecordedRequest>>,
     faults: Mutex<Vec<(String, Fault)>>,
     ingested: AtomicU64,
@@ -150,7 +155,8 @@ impl Shared {
         Shared {
             instance,
             started_at: SystemTime::now(),
-            pipelines: Mutex::new(state::Pipelines::seeded(&opts.seed)),
+            pipelines: Mutex::new(state::Pipelines::seeded(&opts.seed, opts.compiler)),
+            api_keys: Mutex::new(state::ApiKeys::default()),
             requests: Mutex::new(VecDeque::new()),
             faults: Mutex::new(Vec::new()),
             ingested: AtomicU64::new(0),

@@ -15,10 +15,11 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Fault, SeedPipeline, SeedStatus, Standin, StandinOptions};
+use super::{Compiler, Fault, SeedPipeline, SeedStatus, Standin, StandinOptions};
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};
 
 const CAPTURE: &str = include_str!("testdata/manager-oss-0.337.json");
+const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -127,16 +128,23 @@ async fn wait_for_status(standin: &Standin, name: &str, want: &str) -> Vec<Strin
 #[tokio::test]
 async fn captured_exchanges_are_answered_byte_for_byte() {
     let capture: Value = serde_json::from_str(CAPTURE).unwrap();
-    let standin = start(seeded(&[("orders", SeedStatus::Stopped)])).await;
-    // The exchanges whose behaviour the stand-in shares with the open-source build (not the
-    // compilation error and not activate, which that build refuses as an enterprise feature).
-    let replayed = [0, 1, 5, 6, 7, 8, 10, 12, 15, 16, 18, 19, 20, 21, 22];
+    // The captured manager had no SQL compiler: its `orders` failed to compile.
+    let standin = start(StandinOptions {
+        compiler: Compiler::Absent,
+        ..seeded(&[("orders", SeedStatus::Stopped)])
+    })
+    .await;
+    // The exchanges whose behaviour the stand-in shares with the open-source build (not
+    // activate, which that build refuses as an enterprise feature).
+    let replayed = [0, 1, 5, 6, 7, 8, 9, 10, 11, 12, 15, 16, 18, 19, 20, 21, 22];
     for index in replayed {
         let exchange = &capture["exchanges"][index];
         let request = exchange["request"].as_str().unwrap();
         let (method, path) = request.split_once(' ').unwrap();
         let body = exchange["request_body"].as_str().unwrap_or("");
-        let answer = call(&standin, method.parse().unwrap(), path, body, &[]).await;
+        // The capture's JSON bodies were sent as `application/json`.
+        let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &JSON };
+        let answer = call(&standin, method.parse().unwrap(), path, body, headers).await;
         assert_eq!(
             answer.status.as_u16() as u64,
             exchange["status"].as_u64().unwrap(),
@@ -247,19 +255,19 @@ async fn empty_name_and_oversized_body_are_refused_like_the_manager() {
         Method::POST,
         "/v0/pipelines",
         r#"{"name":"","program_code":""}"#,
-        &[],
+        &JSON,
     )
     .await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         empty.text(),
-        r#"{"message":"Name cannot be be empty","error_code":"EmptyName","details":null}"#
+        r#"{"message":"Name cannot be be empty","error_code":"EmptyName","details":{}}"#
     );
     let big = format!(
         r#"{{"name":"big","program_code":"{}"}}"#,
         "x".repeat(2 * 1024 * 1024)
     );
-    let too_big = call(&standin, Method::POST, "/v0/pipelines", &big, &[]).await;
+    let too_big = call(&standin, Method::POST, "/v0/pipelines", &big, &JSON).await;
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
         too_big.header("content-type"),
@@ -275,11 +283,11 @@ async fn empty_name_and_oversized_body_are_refused_like_the_manager() {
         Method::POST,
         "/v0/pipelines",
         r#"{"name":"ok-1_a","program_code":"CREATE TABLE t (x INT);"}"#,
-        &[],
+        &JSON,
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED);
-    assert_eq!(created.json()["program_status"], "Success");
+    assert_eq!(created.json()["program_status"], "Pending");
     assert_eq!(created.json()["program_code"], "CREATE TABLE t (x INT);");
     standin.shutdown().await;
 }
@@ -316,15 +324,15 @@ async fn sdk_start_standby_then_activate_paused_reaches_paused() {
         Method::POST,
         "/v0/pipelines",
         r#"{"name":"p1","program_code":""}"#,
-        &[],
+        &JSON,
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED);
+    let dismissed = post(&standin, "/v0/pipelines/p1/dismiss_error").await;
+    assert_eq!(dismissed.status, StatusCode::OK);
     assert_eq!(
-        post(&standin, "/v0/pipelines/p1/dismiss_error")
-            .await
-            .status,
-        StatusCode::OK
+        dismissed.text(),
+        r#""Pipeline deployment error has been dismissed""#
     );
     let started = post(
         &standin,
@@ -332,6 +340,7 @@ async fn sdk_start_standby_then_activate_paused_reaches_paused() {
     )
     .await;
     assert_eq!(started.status, StatusCode::ACCEPTED);
+    assert_eq!(started.text(), r#""Pipeline is starting""#);
     let seen = wait_for_status(&standin, "p1", "Standby").await;
     assert!(
         seen.iter().all(|s| s == "Provisioning" || s == "Standby"),
@@ -344,15 +353,31 @@ async fn sdk_start_standby_then_activate_paused_reaches_paused() {
         r#""Pipeline transitioning from Standby to Paused""#
     );
     wait_for_status(&standin, "p1", "Paused").await;
-    assert_eq!(
-        post(&standin, "/v0/pipelines/p1/stop?force=true")
-            .await
-            .status,
-        StatusCode::ACCEPTED
-    );
+    let stopped = post(&standin, "/v0/pipelines/p1/stop?force=true").await;
+    assert_eq!(stopped.status, StatusCode::ACCEPTED);
+    assert_eq!(stopped.text(), r#""Pipeline is forcefully stopping""#);
     wait_for_status(&standin, "p1", "Stopped").await;
-    let deleted = call(&standin, Method::DELETE, "/v0/pipelines/p1", "", &[]).await;
-    assert_eq!(deleted.status, StatusCode::OK);
+    let in_use = call(&standin, Method::DELETE, "/v0/pipelines/p1", "", &[]).await;
+    assert_eq!(
+        in_use.json()["error_code"],
+        "DeleteRestrictedToClearedStorage"
+    );
+    let cleared = post(&standin, "/v0/pipelines/p1/clear").await;
+    assert_eq!(cleared.status, StatusCode::ACCEPTED);
+    assert_eq!(cleared.text(), r#""Pipeline storage is being cleared""#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let deleted = call(&standin, Method::DELETE, "/v0/pipelines/p1", "", &[]).await;
+        if deleted.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            deleted.json()["error_code"],
+            "DeleteRestrictedToClearedStorage"
+        );
+        assert!(Instant::now() < deadline, "storage never cleared");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert_eq!(
         get(&standin, "/v0/pipelines/p1").await.status,
         StatusCode::NOT_FOUND
@@ -466,8 +491,8 @@ async fn activate_and_pause_refuse_stopped_and_standby_pipelines() {
     );
     let answer = post(&standin, "/v0/pipelines/warm/start?initial=running").await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert_eq!(answer.json()["error_code"], "IllegalPipelineAction");
-    assert_eq!(answer.json()["details"]["new_desired_status"], "Running");
+    assert_eq!(answer.json()["error_code"], "InitialImmutableUnlessStopped");
+    assert_eq!(answer.json()["details"], json!({}));
     assert_eq!(
         post(&standin, "/v0/pipelines/warm/start?initial=standby")
             .await
@@ -966,6 +991,98 @@ async fn nothing_acceptable_is_406_and_the_request_is_not_handled() {
     assert_eq!(
         get(&standin, "/v0/pipelines/p406").await.status,
         StatusCode::NOT_FOUND
+    );
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_listed_fetched_as_an_array_and_deleted() {
+    let standin = start(seeded(&[])).await;
+    let created = call(
+        &standin,
+        Method::POST,
+        "/v0/api_keys",
+        r#"{"name":"ci","role":"write"}"#,
+        &JSON,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.header("cache-control"), Some("no-cache"));
+    let body = created.json();
+    let secret = body["api_key"].as_str().unwrap();
+    assert_eq!(secret.len(), 135);
+    assert!(secret["apikey:".len()..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric()));
+    let again = call(
+        &standin,
+        Method::POST,
+        "/v0/api_keys",
+        r#"{"name":"ci"}"#,
+        &JSON,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.json()["error_code"], "DuplicateName");
+    let descr = json!([{"id": body["id"], "name": "ci", "role": "write"}]);
+    assert_eq!(get(&standin, "/v0/api_keys").await.json(), descr);
+    assert_eq!(get(&standin, "/v0/api_keys/ci").await.json(), descr);
+    let deleted = call(&standin, Method::DELETE, "/v0/api_keys/ci", "", &[]).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert!(deleted.body.is_empty());
+    let gone = call(&standin, Method::DELETE, "/v0/api_keys/ci", "", &[]).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        gone.json(),
+        json!({"message": "Unknown API key 'ci'", "error_code": "UnknownApiKey", "details": {"name": "ci"}})
+    );
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn json_bodies_need_a_json_content_type_before_anything_else() {
+    let standin = start(seeded(&[])).await;
+    let body = r#"{"name":"p","program_code":""}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/jsonx"),
+        Some("json"),
+    ] {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|c| ("content-type", c))
+            .into_iter()
+            .collect();
+        let answer = call(&standin, Method::POST, "/v0/pipelines", body, &headers).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{content_type:?}");
+        assert_eq!(
+            answer.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(answer.text(), "Content type error");
+    }
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+    ] {
+        let answer = call(
+            &standin,
+            Method::PUT,
+            "/v0/pipelines/p",
+            body,
+            &[("content-type", content_type)],
+        )
+        .await;
+        assert!(
+            answer.status.is_success(),
+            "{content_type}: {}",
+            answer.text()
+        );
+    }
+    let array = call(&standin, Method::PUT, "/v0/pipelines/p", "[]", &JSON).await;
+    assert_eq!(
+        array.text(),
+        "Json deserialize error: invalid type: sequence, expected struct PostPutPipelineInternal at line 1 column 0"
     );
     standin.shutdown().await;
 }
