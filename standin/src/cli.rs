@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{serve, Compiler, SeedPipeline, SeedStatus, StandinOptions};
+use super::{serve, Compiler, Edition, SeedPipeline, SeedStatus, StandinOptions};
 
 /// Run the stand-in pipeline manager.
 #[derive(clap::Args, Clone, Debug)]
@@ -46,6 +46,20 @@ pub struct StandinArgs {
     /// a manager without its SQL compiler).
     #[arg(long, value_name = "OUTCOME", default_value = "succeeds", value_parser = parse_compiler)]
     pub compiler: Compiler,
+    /// The manager build to play: `enterprise` (activate works) or `oss` (activate and a stop
+    /// without `force=true` answer 501 `EnterpriseFeature`).
+    #[arg(long, value_name = "EDITION", default_value = "enterprise", value_parser = parse_edition)]
+    pub edition: Edition,
+}
+
+fn parse_edition(value: &str) -> Result<Edition, String> {
+    match value {
+        "oss" => Ok(Edition::Oss),
+        "enterprise" => Ok(Edition::Enterprise),
+        other => Err(format!(
+            "unknown edition `{other}` (expected oss or enterprise)"
+        )),
+    }
 }
 
 fn parse_compiler(value: &str) -> Result<Compiler, String> {
@@ -104,6 +118,7 @@ impl StandinArgs {
             egress_interval: self.egress_interval,
             compression: !self.no_compression,
             compiler: self.compiler,
+            edition: self.edition,
         }
     }
 }
@@ -181,5 +196,23 @@ mod tests {
         assert_eq!(opts.egress_interval, Duration::from_secs(1));
         assert_eq!(cli.args.listen.to_string(), "127.0.0.1:8081");
         assert!(Cli::try_parse_from(["x", "--seed", "orders:bogus"]).is_err());
+        assert_eq!(opts.edition, Edition::Enterprise);
+        assert!(opts.compression);
+        let oss = Cli::try_parse_from([
+            "x",
+            "--edition",
+            "oss",
+            "--no-compression",
+            "--compiler",
+            "absent",
+        ])
+        .unwrap()
+        .args
+        .options();
+        assert_eq!(
+            (oss.edition, oss.compression, oss.compiler),
+            (Edition::Oss, false, Compiler::Absent)
+        );
+        assert!(Cli::try_parse_from(["x", "--edition", "community"]).is_err());
     }
 }

@@ -19,6 +19,11 @@
 //!   `POST .../ingress/{table}` (streamed, counted), `GET .../query` (WebSocket upgrade that
 //!   echoes raw bytes, or an empty result); the streams carry `Content-Encoding: identity`.
 //!
+//! Edition ([`crate::Edition`]): the open-source build answers `activate` (any name, once its
+//! query string parses) and `stop` without `force=true` (before the pipeline is looked up)
+//! with 501 `EnterpriseFeature` and the captured message and `details: {"feature"}`;
+//! `start?initial=standby` is not refused by edition (the manager does not either).
+//!
 //! Every other route the manager forwards to a pipeline process (`stats`, `metrics`,
 //! checkpoints, transactions, connectors, ...) answers 503 `PipelineInteractionNotDeployed`
 //! while the pipeline is not deployed, like the manager, and 501 `StandinNotImplemented` once
@@ -70,7 +75,7 @@ use super::state::{
     KeyRole, Pipeline, PipelinePatch, PipelineSpec, Refusal, Selector, Status, StorageStatus,
     Target, ViewKind,
 };
-use super::{lock, Fault, Shared};
+use super::{lock, Edition, Fault, Shared};
 use crate::body::{boxed, empty, full, Body};
 use crate::compress;
 
@@ -571,6 +576,16 @@ fn no_classification() -> Response<Body> {
     )
 }
 
+/// 501 `EnterpriseFeature` of the open-source build.
+fn enterprise_feature(feature: &str) -> Response<Body> {
+    error_response(
+        StatusCode::NOT_IMPLEMENTED,
+        "EnterpriseFeature",
+        format!("Cannot use enterprise-only feature ({feature}) in Feldera community edition."),
+        Details::Object(vec![("feature", json!(feature))]),
+    )
+}
+
 fn unknown_pipeline(shared: &Shared, name: &str) -> Response<Body> {
     if shared.opts.non_json_errors {
         return status_only(StatusCode::NOT_FOUND);
@@ -831,7 +846,10 @@ fn configuration(shared: &Shared) -> Response<Body> {
             posthog: "",
             conceptualhq: "",
             product_fruits: "",
-            edition: "Enterprise",
+            edition: match shared.opts.edition {
+                Edition::Oss => "Open source",
+                Edition::Enterprise => "Enterprise",
+            },
             version: super::state::PLATFORM_VERSION,
             revision: REVISION,
             runtime_revision: REVISION,
@@ -1280,6 +1298,9 @@ fn stop<B>(shared: &Shared, req: &Request<B>, name: &str) -> Response<Body> {
         Err(response) => return response,
     };
     let force = query.force.unwrap_or(false);
+    if !force && shared.opts.edition == Edition::Oss {
+        return enterprise_feature("stop?force=false");
+    }
     let mut pipelines = lock(&shared.pipelines);
     let Some(pipeline) = pipelines.get_mut(name, shared.opts.lifecycle_delay) else {
         return unknown_pipeline(shared, name);
@@ -1357,6 +1378,9 @@ fn activate<B>(shared: &Shared, req: &Request<B>, name: &str) -> Response<Body> 
         Ok(query) => query,
         Err(response) => return response,
     };
+    if shared.opts.edition == Edition::Oss {
+        return enterprise_feature("start from object store (S3)");
+    }
     let target = match query.initial {
         None | Some(ActivateInitial::Running) => Target::Running,
         Some(ActivateInitial::Paused) => Target::Paused,

@@ -62,6 +62,20 @@ pub use state::{Compiler, SeedPipeline, SeedStatus};
 /// How many requests [`Standin::requests`] remembers.
 const RECORDED_REQUESTS: usize = 1000;
 
+/// Which build of the manager the stand-in plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Edition {
+    /// The open-source build (`edition: "Open source"`): `activate` (for any name, even an
+    /// unknown or invalid one, once its query string parses) and `stop` without
+    /// `force=true` answer 501 `EnterpriseFeature`, as captured.
+    Oss,
+    /// The Enterprise build (`edition: "Enterprise"`): activate works (the demo activates
+    /// standby pipelines) and a stop without `force=true` suspends, which the stand-in models
+    /// as a stop.
+    #[default]
+    Enterprise,
+}
+
 /// How the stand-in behaves.
 #[derive(Clone, Debug)]
 pub struct StandinOptions {
@@ -86,6 +100,8 @@ pub struct StandinOptions {
     /// What compiling a program ends in: `Success` (default) or, like the captured manager
     /// that has no SQL compiler, `SystemError`.
     pub compiler: Compiler,
+    /// The manager build played; Enterprise by default.
+    pub edition: Edition,
 }
 
 impl Default for StandinOptions {
@@ -100,6 +116,7 @@ impl Default for StandinOptions {
             egress_interval: Duration::ZERO,
             compression: true,
             compiler: Compiler::Succeeds,
+            edition: Edition::Enterprise,
         }
     }
 }

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Compiler, Fault, SeedPipeline, SeedStatus, Standin, StandinOptions};
+use super::{Compiler, Edition, Fault, SeedPipeline, SeedStatus, Standin, StandinOptions};
 use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};
 
 const CAPTURE: &str = include_str!("testdata/manager-oss-0.337.json");
@@ -1085,4 +1085,69 @@ async fn json_bodies_need_a_json_content_type_before_anything_else() {
         "Json deserialize error: invalid type: sequence, expected struct PostPutPipelineInternal at line 1 column 0"
     );
     standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_oss_edition_refuses_activate_and_unforced_stop_as_enterprise_features() {
+    let standin = start(StandinOptions {
+        edition: Edition::Oss,
+        ..seeded(&[("orders", SeedStatus::Running)])
+    })
+    .await;
+    assert_eq!(
+        get(&standin, "/v0/config").await.json()["edition"],
+        "Open source"
+    );
+    let s3 = json!({
+        "message": "Cannot use enterprise-only feature (start from object store (S3)) in Feldera community edition.",
+        "error_code": "EnterpriseFeature",
+        "details": {"feature": "start from object store (S3)"},
+    });
+    for path in [
+        "/v0/pipelines/orders/activate",
+        "/v0/pipelines/orders/activate?initial=standby",
+        "/v0/pipelines/nope/activate?foo=bar",
+        "/v0/pipelines/_bad_/activate",
+        "/v0/pipelines/orders/%61ctivate",
+    ] {
+        let answer = post(&standin, path).await;
+        assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert_eq!(answer.json(), s3, "{path}");
+    }
+    let bad = post(&standin, "/v0/pipelines/nope/activate?initial=Running").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad
+        .text()
+        .starts_with("Query deserialize error: unknown variant `Running`"));
+    for path in [
+        "/v0/pipelines/orders/stop",
+        "/v0/pipelines/nope/stop?force=false",
+    ] {
+        let answer = post(&standin, path).await;
+        assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert_eq!(
+            answer.json()["details"],
+            json!({"feature": "stop?force=false"})
+        );
+        assert_eq!(
+            answer.json()["message"],
+            "Cannot use enterprise-only feature (stop?force=false) in Feldera community edition."
+        );
+    }
+    let forced = post(&standin, "/v0/pipelines/orders/stop?force=true").await;
+    assert_eq!(forced.status, StatusCode::ACCEPTED);
+    assert_eq!(forced.text(), r#""Pipeline is forcefully stopping""#);
+    let missing = post(&standin, "/v0/pipelines/nope/stop?force=true").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    standin.shutdown().await;
+
+    let enterprise = start(seeded(&[("orders", SeedStatus::Running)])).await;
+    assert_eq!(
+        get(&enterprise, "/v0/config").await.json()["edition"],
+        "Enterprise"
+    );
+    let suspended = post(&enterprise, "/v0/pipelines/orders/stop").await;
+    assert_eq!(suspended.status, StatusCode::ACCEPTED);
+    assert_eq!(suspended.text(), r#""Pipeline is suspending""#);
+    enterprise.shutdown().await;
 }
