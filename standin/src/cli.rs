@@ -50,6 +50,18 @@ pub struct StandinArgs {
     /// without `force=true` answer 501 `EnterpriseFeature`).
     #[arg(long, value_name = "EDITION", default_value = "enterprise", value_parser = parse_edition)]
     pub edition: Edition,
+    /// Do not serve the web console outside `/v0` (answer `Not found`, like a manager built
+    /// without its console).
+    #[arg(long)]
+    pub no_web_console: bool,
+    /// What `GET /config/authentication` answers, as JSON (default `{}`), e.g.
+    /// `{"generic_oidc":{"issuer":"https://idp.example/","client_id":"feldera-console"}}`.
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub console_authentication: Option<serde_json::Value>,
+}
+
+fn parse_json(value: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(value).map_err(|error| format!("not JSON: {error}"))
 }
 
 fn parse_edition(value: &str) -> Result<Edition, String> {
@@ -119,6 +131,8 @@ impl StandinArgs {
             compression: !self.no_compression,
             compiler: self.compiler,
             edition: self.edition,
+            web_console: !self.no_web_console,
+            console_authentication: self.console_authentication.clone(),
         }
     }
 }

@@ -16,8 +16,9 @@
 //!   (`"Pipeline is starting"`, `"Pipeline is forcefully stopping"`, `"Pipeline storage is
 //!   being cleared"`, `"Pipeline deployment error has been dismissed"`);
 //! - `POST .../{pause,resume,activate}`, `POST .../egress/{view}` (endless, never buffered),
-//!   `POST .../ingress/{table}` (streamed, counted), `GET .../query` (WebSocket upgrade that
-//!   echoes raw bytes, or an empty result); the streams carry `Content-Encoding: identity`.
+//!   `POST .../ingress/{table}` (streamed, counted), `GET .../query` (a WebSocket that answers
+//!   each text message with one JSON line, see [`websocket_query`], or an empty HTTP result);
+//!   the streams carry `Content-Encoding: identity`.
 //!
 //! Edition ([`crate::Edition`]): the open-source build answers `activate` (any name, once its
 //! query string parses) and `stop` without `force=true` (before the pipeline is looked up)
@@ -59,6 +60,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
@@ -70,6 +72,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
+use tokio_tungstenite::tungstenite::Message;
 
 use super::state::{
     KeyRole, Pipeline, PipelinePatch, PipelineSpec, Refusal, Selector, Status, StorageStatus,
@@ -77,7 +80,7 @@ use super::state::{
 };
 use super::{lock, Edition, Fault, Shared};
 use crate::body::{boxed, empty, full, Body};
-use crate::compress;
+use crate::{compress, console};
 
 /// The largest JSON body the manager accepts (actix-web's default `JsonConfig` limit).
 const JSON_LIMIT: usize = 2 * 1024 * 1024;
@@ -383,9 +386,9 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 /// `GET /robots.txt` and the `/config` scope (only `GET /config/authentication`; anything
 /// else under `/config` is the app's empty 404); every other request falls through to the
 /// static files service of the web console, which refuses methods other than `GET` and
-/// `HEAD` with a text/plain 405 and answers a path it does not have with a 404 `Not found`
-/// (no content type). `HEAD /healthz` falls through too: the manager's `healthz` route is
-/// `GET` only.
+/// `HEAD` with a text/plain 405 and serves the console ([`console::serve`]), or, with the
+/// console off, answers 404 `Not found` (no content type). `HEAD /healthz` and
+/// `HEAD /robots.txt` fall through too: those routes of the manager are `GET` only.
 fn public_scope<B>(shared: &Shared, req: &Request<B>, segments: &[&str]) -> Response<Body> {
     let method = req.method();
     let get = method == Method::GET;
@@ -411,6 +414,7 @@ fn public_scope<B>(shared: &Shared, req: &Request<B>, segments: &[&str]) -> Resp
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             response
         }
+        _ if shared.opts.web_console => console::serve(req.uri().path(), req.headers()),
         _ => {
             let mut response = Response::new(full("Not found"));
             *response.status_mut() = StatusCode::NOT_FOUND;
@@ -420,8 +424,12 @@ fn public_scope<B>(shared: &Shared, req: &Request<B>, segments: &[&str]) -> Resp
 }
 
 /// `GET /config/authentication`: the identity provider the web console logs into (`{}`: none).
-fn console_authentication(_shared: &Shared) -> Value {
-    json!({})
+fn console_authentication(shared: &Shared) -> Value {
+    shared
+        .opts
+        .console_authentication
+        .clone()
+        .unwrap_or_else(|| json!({}))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1579,7 +1587,7 @@ fn query(shared: &Arc<Shared>, req: Request<Incoming>, name: &str) -> Response<B
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if wants_websocket {
-        return websocket_echo(shared, req);
+        return websocket_query(shared, req);
     }
     let query: AdHocQuery = match parse_query(&req) {
         Ok(query) => query,
@@ -1594,8 +1602,21 @@ fn query(shared: &Arc<Shared>, req: Request<Incoming>, name: &str) -> Response<B
     identity_stream(text_response(StatusCode::OK, content_type, ""))
 }
 
-/// Completes the WebSocket handshake, then echoes whatever bytes arrive (frames are not parsed).
-fn websocket_echo(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
+/// The answer to each text message of the query WebSocket: one JSON line.
+#[derive(Serialize)]
+struct QueryAnswer<'a> {
+    text: &'static str,
+    echo: &'a str,
+}
+
+/// Completes the WebSocket handshake (RFC 6455 §4.2.2): `Sec-WebSocket-Accept` from the key,
+/// and `Sec-WebSocket-Protocol: feldera-ws-v1` when the client offers it (a browser fails a
+/// connection whose offered subprotocols the server ignores); the `feldera-bearer.*` entry is
+/// never echoed. Then it speaks real frames ([`tokio_tungstenite`]): each text message is
+/// answered with one text message, the JSON line `{"text":"stand-in query answer","echo":..}`;
+/// binary messages are echoed; pings are answered; a close is answered and ends it, and so
+/// does the stand-in's shutdown.
+fn websocket_query(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Response<Body> {
     let Some(key) = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
@@ -1609,9 +1630,10 @@ fn websocket_echo(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Response<
     };
     let offers_v1 = req
         .headers()
-        .get(header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|p| p.trim() == "feldera-ws-v1"));
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|p| p.trim() == "feldera-ws-v1"));
     let mut hasher = Sha1::new();
     hasher.update(&key);
     hasher.update(WEBSOCKET_GUID.as_bytes());
@@ -1621,10 +1643,36 @@ fn websocket_echo(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Response<
     let mut closed = shared.closed.subscribe();
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let (mut reader, mut writer) = tokio::io::split(TokioIo::new(upgraded));
-        tokio::select! {
-            _ = tokio::io::copy(&mut reader, &mut writer) => {}
-            _ = closed.wait_for(|closed| *closed) => {}
+        let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        loop {
+            let message = tokio::select! {
+                message = socket.next() => message,
+                _ = closed.wait_for(|closed| *closed) => break,
+            };
+            let reply = match message {
+                Some(Ok(Message::Text(text))) => {
+                    let answer = QueryAnswer {
+                        text: "stand-in query answer",
+                        echo: text.as_str(),
+                    };
+                    match serde_json::to_string(&answer) {
+                        Ok(line) => Message::text(line),
+                        Err(_) => continue,
+                    }
+                }
+                Some(Ok(Message::Binary(data))) => Message::Binary(data),
+                // Pings are answered and closes replied to by the library on the next read.
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => break,
+            };
+            if socket.send(reply).await.is_err() {
+                break;
+            }
         }
     });
 

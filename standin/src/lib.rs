@@ -15,6 +15,9 @@
 //!   matching fault wins. They are a test hook only and cannot be set over HTTP. A `Respond`
 //!   fault is sent exactly as given (plus `x-standin-instance`); nothing else is added.
 //! - Every other response carries `x-standin-instance`, and every 503 `Retry-After: 5`.
+//! - Every `GET`/`HEAD` outside `/v0` and the manager's public routes answers the stand-in's
+//!   own web console ([`console`]; a page and a script that list the pipelines and open a
+//!   query WebSocket), unless [`StandinOptions::web_console`] is off.
 //! - Answers are compressed by the client's `Accept-Encoding` exactly as the manager's actix
 //!   `Compress` middleware does ([`compress`]; errors included, streams never), unless
 //!   [`StandinOptions::compression`] is off. Faults are never compressed.
@@ -37,6 +40,7 @@
 mod body;
 pub mod cli;
 mod compress;
+mod console;
 mod handlers;
 mod state;
 #[cfg(test)]
@@ -102,6 +106,14 @@ pub struct StandinOptions {
     pub compiler: Compiler,
     /// The manager build played; Enterprise by default.
     pub edition: Edition,
+    /// Serve the stand-in's web console (see the `console` module) on `GET`/`HEAD` outside
+    /// `/v0`, like a manager built with its console; off, those paths answer `Not found`
+    /// like the captured manager, which was built without one. On by default.
+    pub web_console: bool,
+    /// What `GET /config/authentication` answers (the identity provider the console logs
+    /// into, e.g. `{"generic_oidc": {"issuer": .., "client_id": ..}}`); `None` answers `{}`,
+    /// like a manager with authentication off.
+    pub console_authentication: Option<serde_json::Value>,
 }
 
 impl Default for StandinOptions {
@@ -117,6 +129,8 @@ impl Default for StandinOptions {
             compression: true,
             compiler: Compiler::Succeeds,
             edition: Edition::Enterprise,
+            web_console: true,
+            console_authentication: None,
         }
     }
 }

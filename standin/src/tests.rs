@@ -703,14 +703,12 @@ async fn faults_delay_respond_and_reset_with_the_latest_winning() {
     standin.shutdown().await;
 }
 
-#[tokio::test]
-async fn websocket_query_completes_the_handshake_and_echoes_bytes() {
-    let standin = start(seeded(&[("orders", SeedStatus::Running)])).await;
-    let mut stream = tokio::net::TcpStream::connect(standin.local_addr())
-        .await
-        .unwrap();
-    let handshake = "GET /v0/pipelines/orders/query HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: feldera-ws-v1\r\n\r\n";
+/// Sends a WebSocket handshake on a raw connection and returns the lower-cased head.
+async fn handshake(stream: &mut tokio::net::TcpStream, protocols: &str) -> String {
+    let handshake = format!(
+        "GET /v0/pipelines/orders/query HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"
+    );
     stream.write_all(handshake.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -718,21 +716,64 @@ async fn websocket_query_completes_the_handshake_and_echoes_bytes() {
         stream.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap().to_lowercase();
+    String::from_utf8(head).unwrap().to_lowercase()
+}
+
+#[tokio::test]
+async fn websocket_query_accepts_only_the_v1_subprotocol_and_answers_frames() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let standin = start(seeded(&[("orders", SeedStatus::Running)])).await;
+    let mut stream = tokio::net::TcpStream::connect(standin.local_addr())
+        .await
+        .unwrap();
+    // What the console sends: the protocol version and the token (base64url of `xyz`).
+    let head = handshake(&mut stream, "feldera-ws-v1, feldera-bearer.eHl6").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(
         head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{head}"
     );
     assert!(
-        head.contains("sec-websocket-protocol: feldera-ws-v1"),
+        head.contains("sec-websocket-protocol: feldera-ws-v1\r\n"),
         "{head}"
     );
+    assert!(!head.contains("feldera-bearer"), "{head}");
     assert!(head.contains("x-standin-instance: standin"), "{head}");
-    stream.write_all(b"\x81\x85hello").await.unwrap();
-    let mut echo = [0u8; 7];
-    stream.read_exact(&mut echo).await.unwrap();
-    assert_eq!(&echo, b"\x81\x85hello");
+    let mut socket =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
+    socket.send(Message::text("SELECT 1")).await.unwrap();
+    let Some(Ok(Message::Text(answer))) = socket.next().await else {
+        panic!("no text answer");
+    };
+    let answer: Value = serde_json::from_str(answer.as_str()).unwrap();
+    assert_eq!(
+        answer,
+        json!({"text": "stand-in query answer", "echo": "SELECT 1"})
+    );
+    socket
+        .send(Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::Pong(Bytes::from_static(b"p"))
+    );
+    socket.close(None).await.unwrap();
+    assert!(matches!(
+        socket.next().await,
+        Some(Ok(Message::Close(_))) | None
+    ));
+
+    // A client that offers no subprotocol gets none.
+    let mut stream = tokio::net::TcpStream::connect(standin.local_addr())
+        .await
+        .unwrap();
+    let head = handshake(&mut stream, "other").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("sec-websocket-protocol"), "{head}");
 
     let plain = get(
         &standin,
@@ -1150,4 +1191,117 @@ async fn the_oss_edition_refuses_activate_and_unforced_stop_as_enterprise_featur
     assert_eq!(suspended.status, StatusCode::ACCEPTED);
     assert_eq!(suspended.text(), r#""Pipeline is suspending""#);
     enterprise.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_console_page_answers_every_get_outside_v0_with_caching_headers() {
+    let standin = start(StandinOptions {
+        console_authentication: Some(
+            json!({"generic_oidc": {"issuer": "https://idp.test/", "client_id": "feldera-console", "extra_oidc_scopes": []}}),
+        ),
+        ..seeded(&[("orders", SeedStatus::Running)])
+    })
+    .await;
+    let index = get(&standin, "/").await;
+    assert_eq!(index.status, StatusCode::OK);
+    assert_eq!(index.header("content-type"), Some("text/html"));
+    assert!(
+        index.header("cache-control").is_none(),
+        "revalidated every time"
+    );
+    let etag = index.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    for id in ["state", "auth", "token", "pipelines", "error", "ws"] {
+        assert!(index.text().contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    assert!(index.text().contains("src=\"/_app/console.js\""));
+    for path in [
+        "/pipelines/orders/",
+        "/index.html",
+        "/no-such-path",
+        "/healthz",
+    ] {
+        let method = if path == "/healthz" {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let page = call(&standin, method.clone(), path, "", &[]).await;
+        assert_eq!(page.status, StatusCode::OK, "{method} {path}");
+        assert_eq!(page.header("etag"), Some(etag.as_str()), "{path}");
+        if method == Method::GET {
+            assert_eq!(page.body, index.body, "{path}");
+        }
+    }
+    let script = get(&standin, "/_app/console.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.header("content-type"),
+        Some("application/javascript")
+    );
+    assert_eq!(
+        script.header("cache-control"),
+        Some("public, max-age=86400")
+    );
+    assert!(script.text().contains("feldera-bearer."));
+    let script_etag = script.header("etag").unwrap().to_owned();
+    assert_ne!(script_etag, etag);
+    let revalidated = call(
+        &standin,
+        Method::GET,
+        "/_app/console.js",
+        "",
+        &[("if-none-match", &format!("W/{script_etag}"))],
+    )
+    .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert!(revalidated.body.is_empty());
+    assert_eq!(revalidated.header("etag"), Some(script_etag.as_str()));
+    let changed = call(&standin, Method::GET, "/", "", &[("if-match", "\"other\"")]).await;
+    assert_eq!(changed.status, StatusCode::PRECONDITION_FAILED);
+    let head = call(&standin, Method::HEAD, "/pipelines/orders/", "", &[]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(index.body.len().to_string().as_str())
+    );
+    let gzip = call(
+        &standin,
+        Method::GET,
+        "/",
+        "",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    assert_eq!(decode("gzip", &gzip.body).await, index.body.to_vec());
+    let refused = call(&standin, Method::POST, "/pipelines/orders/", "", &[]).await;
+    assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
+    assert_eq!(refused.text(), "This resource only supports GET and HEAD.");
+    assert_eq!(get(&standin, "/.env").await.status, StatusCode::BAD_REQUEST);
+    let auth = get(&standin, "/config/authentication").await;
+    assert_eq!(auth.json()["generic_oidc"]["client_id"], "feldera-console");
+    assert_eq!(
+        get(&standin, "/config/other").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&standin, "/v0/no-such-endpoint").await.body.len(), 0);
+    standin.shutdown().await;
+
+    let without = start(StandinOptions {
+        web_console: false,
+        ..seeded(&[])
+    })
+    .await;
+    let missing = get(&without, "/").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.text(), "Not found");
+    assert!(missing.header("content-type").is_none());
+    assert_eq!(
+        get(&without, "/config/authentication").await.json(),
+        json!({})
+    );
+    without.shutdown().await;
 }

@@ -277,6 +277,7 @@ fn captured_build(seed: Vec<SeedPipeline>) -> StandinOptions {
         edition: Edition::Oss,
         compiler: Compiler::Absent,
         compression: false,
+        web_console: false,
         ..StandinOptions::default()
     }
 }
