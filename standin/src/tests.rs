@@ -767,13 +767,18 @@ async fn websocket_query_accepts_only_the_v1_subprotocol_and_answers_frames() {
         Some(Ok(Message::Close(_))) | None
     ));
 
-    // A client that offers no subprotocol gets none.
+    // A client that offers no subprotocol gets none; bytes that are no client frame are
+    // echoed raw (the gateway's tunnel test sends such bytes).
     let mut stream = tokio::net::TcpStream::connect(standin.local_addr())
         .await
         .unwrap();
     let head = handshake(&mut stream, "other").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(!head.contains("sec-websocket-protocol"), "{head}");
+    stream.write_all(b"echo through the tunnel").await.unwrap();
+    let mut echoed = [0u8; 23];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"echo through the tunnel");
 
     let plain = get(
         &standin,
