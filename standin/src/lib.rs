@@ -4,11 +4,19 @@
 //! tests do), and it imports nothing of the gateway.
 //!
 //! It owns the listener, the connections, the test hooks (recorded requests, faults, ingested
-//! byte count) and the options; [`state`] owns the pipelines and their lifecycle, [`handlers`]
-//! the HTTP surface, [`compress`] the manager's response compression, [`cli`] the `stand-in`
-//! command line. Where it implements a request the real
-//! manager answers, it answers byte for byte the same (`captured/manager-oss-0.337.json`); it
-//! implements only the part of the API the gateway exercises (see [`handlers`]).
+//! byte count) and the options; [`state`] owns the pipelines, their lifecycle and the API
+//! keys, [`handlers`] the HTTP surface, [`compress`] the manager's response compression,
+//! [`console`] the web console, [`cli`] the `stand-in` command line.
+//!
+//! Where it implements a request the real manager answers, it answers the same: status,
+//! headers that matter, error bodies byte for byte and pipeline objects field for field in the
+//! manager's order. `tests/capture_replay.rs` replays both captures of the open-source
+//! manager 0.337.0 (`captured/manager-oss-0.337.json`, 23 exchanges, and
+//! `manager-oss-0.337-more.json`, 81) in order against a stand-in set up as that build
+//! ([`Edition::Oss`], [`Compiler::Absent`], no compression, no console) and every exchange
+//! matches. The defaults play an Enterprise manager whose programs compile, with compression
+//! and the console on. It implements only the part of the API the gateway exercises (see
+//! [`handlers`]).
 //!
 //! Edge cases:
 //! - Faults ([`Standin::set_fault`]) match the raw request path by prefix; the most recently set

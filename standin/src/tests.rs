@@ -1,7 +1,8 @@
 //! Tests of the stand-in over real sockets on 127.0.0.1:0, with hyper-util's legacy client.
 //! Exchanges the real manager answered (`testdata/manager-oss-0.337.json`, a copy of
-//! `captured/manager-oss-0.337.json`) are replayed and must match status, content type and
-//! body (same JSON value and same length, i.e. same bytes up to key order). Waiting for the
+//! `captured/manager-oss-0.337.json`) whose bodies hold nothing that varies are replayed here
+//! and must match status, content type and body (same JSON value and same length, i.e. same
+//! bytes up to key order); `tests/capture_replay.rs` replays both captures in full. Waiting for the
 //! lifecycle polls with a deadline; nothing sleeps a fixed time.
 
 use std::time::{Duration, Instant};
