@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{serve, SeedPipeline, SeedStatus, StandinOptions};
+use super::{serve, Compiler, Edition, SeedPipeline, SeedStatus, StandinOptions};
 
 /// Run the stand-in pipeline manager.
 #[derive(clap::Args, Clone, Debug)]
@@ -38,6 +38,50 @@ pub struct StandinArgs {
     /// Pause between egress chunks (0s: as fast as the reader takes them).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub egress_interval: Duration,
+    /// Never compress answers, whatever the client's `Accept-Encoding` (the manager, and by
+    /// default the stand-in, compress every non-streaming answer a client accepts encoded).
+    #[arg(long)]
+    pub no_compression: bool,
+    /// What compiling a program ends in: `succeeds` (Success), or `absent` (SystemError, like
+    /// a manager without its SQL compiler).
+    #[arg(long, value_name = "OUTCOME", default_value = "succeeds", value_parser = parse_compiler)]
+    pub compiler: Compiler,
+    /// The manager build to play: `enterprise` (activate works) or `oss` (activate and a stop
+    /// without `force=true` answer 501 `EnterpriseFeature`).
+    #[arg(long, value_name = "EDITION", default_value = "enterprise", value_parser = parse_edition)]
+    pub edition: Edition,
+    /// Do not serve the web console outside `/v0` (answer `Not found`, like a manager built
+    /// without its console).
+    #[arg(long)]
+    pub no_web_console: bool,
+    /// What `GET /config/authentication` answers, as JSON (default `{}`), e.g.
+    /// `{"generic_oidc":{"issuer":"https://idp.example/","client_id":"feldera-console"}}`.
+    #[arg(long, value_name = "JSON", value_parser = parse_json)]
+    pub console_authentication: Option<serde_json::Value>,
+}
+
+fn parse_json(value: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(value).map_err(|error| format!("not JSON: {error}"))
+}
+
+fn parse_edition(value: &str) -> Result<Edition, String> {
+    match value {
+        "oss" => Ok(Edition::Oss),
+        "enterprise" => Ok(Edition::Enterprise),
+        other => Err(format!(
+            "unknown edition `{other}` (expected oss or enterprise)"
+        )),
+    }
+}
+
+fn parse_compiler(value: &str) -> Result<Compiler, String> {
+    match value {
+        "succeeds" => Ok(Compiler::Succeeds),
+        "absent" => Ok(Compiler::Absent),
+        other => Err(format!(
+            "unknown compiler `{other}` (expected succeeds or absent)"
+        )),
+    }
 }
 
 /// One `--seed NAME[:STATUS]`.
@@ -84,6 +128,11 @@ impl StandinArgs {
             instance: self.instance.clone(),
             egress_chunk_bytes: self.egress_chunk_bytes,
             egress_interval: self.egress_interval,
+            compression: !self.no_compression,
+            compiler: self.compiler,
+            edition: self.edition,
+            web_console: !self.no_web_console,
+            console_authentication: self.console_authentication.clone(),
         }
     }
 }
@@ -161,5 +210,23 @@ mod tests {
         assert_eq!(opts.egress_interval, Duration::from_secs(1));
         assert_eq!(cli.args.listen.to_string(), "127.0.0.1:8081");
         assert!(Cli::try_parse_from(["x", "--seed", "orders:bogus"]).is_err());
+        assert_eq!(opts.edition, Edition::Enterprise);
+        assert!(opts.compression);
+        let oss = Cli::try_parse_from([
+            "x",
+            "--edition",
+            "oss",
+            "--no-compression",
+            "--compiler",
+            "absent",
+        ])
+        .unwrap()
+        .args
+        .options();
+        assert_eq!(
+            (oss.edition, oss.compression, oss.compiler),
+            (Edition::Oss, false, Compiler::Absent)
+        );
+        assert!(Cli::try_parse_from(["x", "--edition", "community"]).is_err());
     }
 }

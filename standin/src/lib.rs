@@ -4,16 +4,31 @@
 //! tests do), and it imports nothing of the gateway.
 //!
 //! It owns the listener, the connections, the test hooks (recorded requests, faults, ingested
-//! byte count) and the options; [`state`] owns the pipelines and their lifecycle, [`handlers`]
-//! the HTTP surface, [`cli`] the `stand-in` command line. Where it implements a request the real
-//! manager answers, it answers byte for byte the same (`captured/manager-oss-0.337.json`); it
-//! implements only the part of the API the gateway exercises (see [`handlers`]).
+//! byte count) and the options; [`state`] owns the pipelines, their lifecycle and the API
+//! keys, [`handlers`] the HTTP surface, [`compress`] the manager's response compression,
+//! [`console`] the web console, [`cli`] the `stand-in` command line.
+//!
+//! Where it implements a request the real manager answers, it answers the same: status,
+//! headers that matter, error bodies byte for byte and pipeline objects field for field in the
+//! manager's order. `tests/capture_replay.rs` replays both captures of the open-source
+//! manager 0.337.0 (`captured/manager-oss-0.337.json`, 23 exchanges, and
+//! `manager-oss-0.337-more.json`, 81) in order against a stand-in set up as that build
+//! ([`Edition::Oss`], [`Compiler::Absent`], no compression, no console) and every exchange
+//! matches. The defaults play an Enterprise manager whose programs compile, with compression
+//! and the console on. It implements only the part of the API the gateway exercises (see
+//! [`handlers`]).
 //!
 //! Edge cases:
 //! - Faults ([`Standin::set_fault`]) match the raw request path by prefix; the most recently set
 //!   matching fault wins. They are a test hook only and cannot be set over HTTP. A `Respond`
 //!   fault is sent exactly as given (plus `x-standin-instance`); nothing else is added.
 //! - Every other response carries `x-standin-instance`, and every 503 `Retry-After: 5`.
+//! - Every `GET`/`HEAD` outside `/v0` and the manager's public routes answers the stand-in's
+//!   own web console ([`console`]; a page and a script that list the pipelines and open a
+//!   query WebSocket), unless [`StandinOptions::web_console`] is off.
+//! - Answers are compressed by the client's `Accept-Encoding` exactly as the manager's actix
+//!   `Compress` middleware does ([`compress`]; errors included, streams never), unless
+//!   [`StandinOptions::compression`] is off. Faults are never compressed.
 //! - Shutdown (or dropping the [`Standin`]) stops accepting and closes every open connection,
 //!   endless egress streams and upgraded WebSockets included.
 //!
@@ -32,6 +47,8 @@
 
 mod body;
 pub mod cli;
+mod compress;
+mod console;
 mod handlers;
 mod state;
 #[cfg(test)]
@@ -52,10 +69,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use state::{SeedPipeline, SeedStatus};
+pub use state::{Compiler, SeedPipeline, SeedStatus};
 
 /// How many requests [`Standin::requests`] remembers.
 const RECORDED_REQUESTS: usize = 1000;
+
+/// Which build of the manager the stand-in plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Edition {
+    /// The open-source build (`edition: "Open source"`): `activate` (for any name, even an
+    /// unknown or invalid one, once its query string parses) and `stop` without
+    /// `force=true` answer 501 `EnterpriseFeature`, as captured.
+    Oss,
+    /// The Enterprise build (`edition: "Enterprise"`): activate works (the demo activates
+    /// standby pipelines) and a stop without `force=true` suspends, which the stand-in models
+    /// as a stop.
+    #[default]
+    Enterprise,
+}
 
 /// How the stand-in behaves.
 #[derive(Clone, Debug)]
@@ -74,6 +105,23 @@ pub struct StandinOptions {
     pub egress_chunk_bytes: usize,
     /// Pause between egress chunks (zero: as fast as the reader takes them).
     pub egress_interval: Duration,
+    /// Compress answers by the client's `Accept-Encoding` like the manager's actix `Compress`
+    /// middleware (see the `compress` module); streams stay identity. On by default, like the
+    /// real manager; off, every answer is identity whatever the client accepts.
+    pub compression: bool,
+    /// What compiling a program ends in: `Success` (default) or, like the captured manager
+    /// that has no SQL compiler, `SystemError`.
+    pub compiler: Compiler,
+    /// The manager build played; Enterprise by default.
+    pub edition: Edition,
+    /// Serve the stand-in's web console (see the `console` module) on `GET`/`HEAD` outside
+    /// `/v0`, like a manager built with its console; off, those paths answer `Not found`
+    /// like the captured manager, which was built without one. On by default.
+    pub web_console: bool,
+    /// What `GET /config/authentication` answers (the identity provider the console logs
+    /// into, e.g. `{"generic_oidc": {"issuer": .., "client_id": ..}}`); `None` answers `{}`,
+    /// like a manager with authentication off.
+    pub console_authentication: Option<serde_json::Value>,
 }
 
 impl Default for StandinOptions {
@@ -86,6 +134,11 @@ impl Default for StandinOptions {
             instance: "standin".to_owned(),
             egress_chunk_bytes: 4096,
             egress_interval: Duration::ZERO,
+            compression: true,
+            compiler: Compiler::Succeeds,
+            edition: Edition::Enterprise,
+            web_console: true,
+            console_authentication: None,
         }
     }
 }
@@ -121,6 +174,7 @@ struct Shared {
     instance: HeaderValue,
     started_at: SystemTime,
     pipelines: Mutex<state::Pipelines>,
+    api_keys: Mutex<state::ApiKeys>,
     requests: Mutex<VecDeque<RecordedRequest>>,
     faults: Mutex<Vec<(String, Fault)>>,
     ingested: AtomicU64,
@@ -140,7 +194,8 @@ impl Shared {
         Shared {
             instance,
             started_at: SystemTime::now(),
-            pipelines: Mutex::new(state::Pipelines::seeded(&opts.seed)),
+            pipelines: Mutex::new(state::Pipelines::seeded(&opts.seed, opts.compiler)),
+            api_keys: Mutex::new(state::ApiKeys::default()),
             requests: Mutex::new(VecDeque::new()),
             faults: Mutex::new(Vec::new()),
             ingested: AtomicU64::new(0),

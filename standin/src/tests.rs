@@ -1,7 +1,8 @@
 //! Tests of the stand-in over real sockets on 127.0.0.1:0, with hyper-util's legacy client.
 //! Exchanges the real manager answered (`testdata/manager-oss-0.337.json`, a copy of
-//! `captured/manager-oss-0.337.json`) are replayed and must match status, content type and
-//! body (same JSON value and same length, i.e. same bytes up to key order). Waiting for the
+//! `captured/manager-oss-0.337.json`) whose bodies hold nothing that varies are replayed here
+//! and must match status, content type and body (same JSON value and same length, i.e. same
+//! bytes up to key order); `tests/capture_replay.rs` replays both captures in full. Waiting for the
 //! lifecycle polls with a deadline; nothing sleeps a fixed time.
 
 use std::time::{Duration, Instant};
@@ -15,9 +16,11 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Fault, SeedPipeline, SeedStatus, Standin, StandinOptions};
+use super::{Compiler, Edition, Fault, SeedPipeline, SeedStatus, Standin, StandinOptions};
+use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZlibDecoder, ZstdDecoder};
 
 const CAPTURE: &str = include_str!("testdata/manager-oss-0.337.json");
+const JSON: [(&str, &str); 1] = [("content-type", "application/json")];
 
 type TestClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -126,16 +129,23 @@ async fn wait_for_status(standin: &Standin, name: &str, want: &str) -> Vec<Strin
 #[tokio::test]
 async fn captured_exchanges_are_answered_byte_for_byte() {
     let capture: Value = serde_json::from_str(CAPTURE).unwrap();
-    let standin = start(seeded(&[("orders", SeedStatus::Stopped)])).await;
-    // The exchanges whose behaviour the stand-in shares with the open-source build (not the
-    // compilation error and not activate, which that build refuses as an enterprise feature).
-    let replayed = [0, 1, 5, 6, 7, 8, 10, 12, 15, 16, 18, 19, 20, 21, 22];
+    // The captured manager had no SQL compiler: its `orders` failed to compile.
+    let standin = start(StandinOptions {
+        compiler: Compiler::Absent,
+        ..seeded(&[("orders", SeedStatus::Stopped)])
+    })
+    .await;
+    // The exchanges whose behaviour the stand-in shares with the open-source build (not
+    // activate, which that build refuses as an enterprise feature).
+    let replayed = [0, 1, 5, 6, 7, 8, 9, 10, 11, 12, 15, 16, 18, 19, 20, 21, 22];
     for index in replayed {
         let exchange = &capture["exchanges"][index];
         let request = exchange["request"].as_str().unwrap();
         let (method, path) = request.split_once(' ').unwrap();
         let body = exchange["request_body"].as_str().unwrap_or("");
-        let answer = call(&standin, method.parse().unwrap(), path, body, &[]).await;
+        // The capture's JSON bodies were sent as `application/json`.
+        let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &JSON };
+        let answer = call(&standin, method.parse().unwrap(), path, body, headers).await;
         assert_eq!(
             answer.status.as_u16() as u64,
             exchange["status"].as_u64().unwrap(),
@@ -246,19 +256,19 @@ async fn empty_name_and_oversized_body_are_refused_like_the_manager() {
         Method::POST,
         "/v0/pipelines",
         r#"{"name":"","program_code":""}"#,
-        &[],
+        &JSON,
     )
     .await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         empty.text(),
-        r#"{"message":"Name cannot be be empty","error_code":"EmptyName","details":null}"#
+        r#"{"message":"Name cannot be be empty","error_code":"EmptyName","details":{}}"#
     );
     let big = format!(
         r#"{{"name":"big","program_code":"{}"}}"#,
         "x".repeat(2 * 1024 * 1024)
     );
-    let too_big = call(&standin, Method::POST, "/v0/pipelines", &big, &[]).await;
+    let too_big = call(&standin, Method::POST, "/v0/pipelines", &big, &JSON).await;
     assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
         too_big.header("content-type"),
@@ -274,11 +284,11 @@ async fn empty_name_and_oversized_body_are_refused_like_the_manager() {
         Method::POST,
         "/v0/pipelines",
         r#"{"name":"ok-1_a","program_code":"CREATE TABLE t (x INT);"}"#,
-        &[],
+        &JSON,
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED);
-    assert_eq!(created.json()["program_status"], "Success");
+    assert_eq!(created.json()["program_status"], "Pending");
     assert_eq!(created.json()["program_code"], "CREATE TABLE t (x INT);");
     standin.shutdown().await;
 }
@@ -315,15 +325,15 @@ async fn sdk_start_standby_then_activate_paused_reaches_paused() {
         Method::POST,
         "/v0/pipelines",
         r#"{"name":"p1","program_code":""}"#,
-        &[],
+        &JSON,
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED);
+    let dismissed = post(&standin, "/v0/pipelines/p1/dismiss_error").await;
+    assert_eq!(dismissed.status, StatusCode::OK);
     assert_eq!(
-        post(&standin, "/v0/pipelines/p1/dismiss_error")
-            .await
-            .status,
-        StatusCode::OK
+        dismissed.text(),
+        r#""Pipeline deployment error has been dismissed""#
     );
     let started = post(
         &standin,
@@ -331,6 +341,7 @@ async fn sdk_start_standby_then_activate_paused_reaches_paused() {
     )
     .await;
     assert_eq!(started.status, StatusCode::ACCEPTED);
+    assert_eq!(started.text(), r#""Pipeline is starting""#);
     let seen = wait_for_status(&standin, "p1", "Standby").await;
     assert!(
         seen.iter().all(|s| s == "Provisioning" || s == "Standby"),
@@ -343,15 +354,31 @@ async fn sdk_start_standby_then_activate_paused_reaches_paused() {
         r#""Pipeline transitioning from Standby to Paused""#
     );
     wait_for_status(&standin, "p1", "Paused").await;
-    assert_eq!(
-        post(&standin, "/v0/pipelines/p1/stop?force=true")
-            .await
-            .status,
-        StatusCode::ACCEPTED
-    );
+    let stopped = post(&standin, "/v0/pipelines/p1/stop?force=true").await;
+    assert_eq!(stopped.status, StatusCode::ACCEPTED);
+    assert_eq!(stopped.text(), r#""Pipeline is forcefully stopping""#);
     wait_for_status(&standin, "p1", "Stopped").await;
-    let deleted = call(&standin, Method::DELETE, "/v0/pipelines/p1", "", &[]).await;
-    assert_eq!(deleted.status, StatusCode::OK);
+    let in_use = call(&standin, Method::DELETE, "/v0/pipelines/p1", "", &[]).await;
+    assert_eq!(
+        in_use.json()["error_code"],
+        "DeleteRestrictedToClearedStorage"
+    );
+    let cleared = post(&standin, "/v0/pipelines/p1/clear").await;
+    assert_eq!(cleared.status, StatusCode::ACCEPTED);
+    assert_eq!(cleared.text(), r#""Pipeline storage is being cleared""#);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let deleted = call(&standin, Method::DELETE, "/v0/pipelines/p1", "", &[]).await;
+        if deleted.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(
+            deleted.json()["error_code"],
+            "DeleteRestrictedToClearedStorage"
+        );
+        assert!(Instant::now() < deadline, "storage never cleared");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     assert_eq!(
         get(&standin, "/v0/pipelines/p1").await.status,
         StatusCode::NOT_FOUND
@@ -465,8 +492,8 @@ async fn activate_and_pause_refuse_stopped_and_standby_pipelines() {
     );
     let answer = post(&standin, "/v0/pipelines/warm/start?initial=running").await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
-    assert_eq!(answer.json()["error_code"], "IllegalPipelineAction");
-    assert_eq!(answer.json()["details"]["new_desired_status"], "Running");
+    assert_eq!(answer.json()["error_code"], "InitialImmutableUnlessStopped");
+    assert_eq!(answer.json()["details"], json!({}));
     assert_eq!(
         post(&standin, "/v0/pipelines/warm/start?initial=standby")
             .await
@@ -677,14 +704,12 @@ async fn faults_delay_respond_and_reset_with_the_latest_winning() {
     standin.shutdown().await;
 }
 
-#[tokio::test]
-async fn websocket_query_completes_the_handshake_and_echoes_bytes() {
-    let standin = start(seeded(&[("orders", SeedStatus::Running)])).await;
-    let mut stream = tokio::net::TcpStream::connect(standin.local_addr())
-        .await
-        .unwrap();
-    let handshake = "GET /v0/pipelines/orders/query HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: feldera-ws-v1\r\n\r\n";
+/// Sends a WebSocket handshake on a raw connection and returns the lower-cased head.
+async fn handshake(stream: &mut tokio::net::TcpStream, protocols: &str) -> String {
+    let handshake = format!(
+        "GET /v0/pipelines/orders/query HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"
+    );
     stream.write_all(handshake.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -692,21 +717,69 @@ async fn websocket_query_completes_the_handshake_and_echoes_bytes() {
         stream.read_exact(&mut byte).await.unwrap();
         head.push(byte[0]);
     }
-    let head = String::from_utf8(head).unwrap().to_lowercase();
+    String::from_utf8(head).unwrap().to_lowercase()
+}
+
+#[tokio::test]
+async fn websocket_query_accepts_only_the_v1_subprotocol_and_answers_frames() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let standin = start(seeded(&[("orders", SeedStatus::Running)])).await;
+    let mut stream = tokio::net::TcpStream::connect(standin.local_addr())
+        .await
+        .unwrap();
+    // What the console sends: the protocol version and the token (base64url of `xyz`).
+    let head = handshake(&mut stream, "feldera-ws-v1, feldera-bearer.eHl6").await;
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(
         head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
         "{head}"
     );
     assert!(
-        head.contains("sec-websocket-protocol: feldera-ws-v1"),
+        head.contains("sec-websocket-protocol: feldera-ws-v1\r\n"),
         "{head}"
     );
+    assert!(!head.contains("feldera-bearer"), "{head}");
     assert!(head.contains("x-standin-instance: standin"), "{head}");
-    stream.write_all(b"\x81\x85hello").await.unwrap();
-    let mut echo = [0u8; 7];
-    stream.read_exact(&mut echo).await.unwrap();
-    assert_eq!(&echo, b"\x81\x85hello");
+    let mut socket =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(stream, Role::Client, None).await;
+    socket.send(Message::text("SELECT 1")).await.unwrap();
+    let Some(Ok(Message::Text(answer))) = socket.next().await else {
+        panic!("no text answer");
+    };
+    let answer: Value = serde_json::from_str(answer.as_str()).unwrap();
+    assert_eq!(
+        answer,
+        json!({"text": "stand-in query answer", "echo": "SELECT 1"})
+    );
+    socket
+        .send(Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::Pong(Bytes::from_static(b"p"))
+    );
+    socket.close(None).await.unwrap();
+    assert!(matches!(
+        socket.next().await,
+        Some(Ok(Message::Close(_))) | None
+    ));
+
+    // A client that offers no subprotocol gets none; bytes that are no client frame are
+    // echoed raw (the gateway's tunnel test sends such bytes).
+    let mut stream = tokio::net::TcpStream::connect(standin.local_addr())
+        .await
+        .unwrap();
+    let head = handshake(&mut stream, "other").await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(!head.contains("sec-websocket-protocol"), "{head}");
+    stream.write_all(b"echo through the tunnel").await.unwrap();
+    let mut echoed = [0u8; 23];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"echo through the tunnel");
 
     let plain = get(
         &standin,
@@ -761,4 +834,480 @@ async fn requests_are_recorded_and_every_answer_names_the_instance() {
     standin.clear_requests();
     assert!(standin.requests().is_empty());
     standin.shutdown().await;
+}
+
+/// Decodes `data` encoded with the HTTP content coding `coding`.
+async fn decode(coding: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    match coding {
+        "gzip" => GzipDecoder::new(data).read_to_end(&mut out).await,
+        "deflate" => ZlibDecoder::new(data).read_to_end(&mut out).await,
+        "br" => BrotliDecoder::new(data).read_to_end(&mut out).await,
+        "zstd" => ZstdDecoder::new(data).read_to_end(&mut out).await,
+        other => panic!("unexpected coding {other}"),
+    }
+    .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn every_coding_round_trips_to_the_identity_answer() {
+    let standin = start(seeded(&[("orders", SeedStatus::Running)])).await;
+    let plain = get(&standin, "/v0/pipelines/orders?selector=status").await;
+    assert!(plain.header("content-encoding").is_none());
+    assert!(plain.header("vary").is_none());
+    for (accept, coding) in [
+        ("gzip, deflate", "gzip"),
+        ("deflate", "deflate"),
+        ("gzip, deflate, br, zstd", "br"),
+        ("zstd;q=1, br;q=0.5", "zstd"),
+    ] {
+        let encoded = call(
+            &standin,
+            Method::GET,
+            "/v0/pipelines/orders?selector=status",
+            "",
+            &[("accept-encoding", accept)],
+        )
+        .await;
+        assert_eq!(encoded.status, StatusCode::OK, "{accept}");
+        assert_eq!(encoded.header("content-encoding"), Some(coding), "{accept}");
+        assert_eq!(encoded.header("vary"), Some("accept-encoding"));
+        assert_eq!(encoded.header("content-type"), Some("application/json"));
+        assert!(encoded.header("content-length").is_none(), "{accept}");
+        assert_eq!(encoded.header("transfer-encoding"), Some("chunked"));
+        assert_ne!(encoded.body, plain.body);
+        let decoded: Value = serde_json::from_slice(&decode(coding, &encoded.body).await).unwrap();
+        // Nothing of a running seeded pipeline moves, so the two answers are equal.
+        assert_eq!(decoded, plain.json(), "{accept}");
+    }
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn errors_are_compressed_when_the_client_accepts_it() {
+    let standin = start(seeded(&[])).await;
+    let gzip = [("accept-encoding", "gzip, deflate")];
+    let unknown = call(&standin, Method::GET, "/v0/pipelines/nope", "", &gzip).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.header("content-encoding"), Some("gzip"));
+    let body: Value = serde_json::from_slice(&decode("gzip", &unknown.body).await).unwrap();
+    assert_eq!(body["error_code"], "UnknownPipelineName");
+    assert_eq!(body["details"], json!({"pipeline_name": "nope"}));
+    let query = call(
+        &standin,
+        Method::GET,
+        "/v0/pipelines?selector=bogus",
+        "",
+        &gzip,
+    )
+    .await;
+    assert_eq!(query.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        query.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(query.header("content-encoding"), Some("gzip"));
+    let text = decode("gzip", &query.body).await;
+    assert!(text.starts_with(b"Query deserialize error: unknown variant `bogus`"));
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_and_empty_answers_are_never_compressed() {
+    let standin = start(seeded(&[
+        ("orders", SeedStatus::Running),
+        ("cold", SeedStatus::Stopped),
+    ]))
+    .await;
+    let accept = "gzip, deflate, br, zstd";
+    let request = Request::post(format!("{}/v0/pipelines/orders/egress/v", standin.url()))
+        .header("accept-encoding", accept)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-encoding"], "identity");
+    assert!(response.headers().get("vary").is_none());
+    let first = response
+        .into_body()
+        .frame()
+        .await
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert!(first.starts_with(br#"{"sequence_number":0,"#));
+    let headers = [("accept-encoding", accept)];
+    let ingress = call(
+        &standin,
+        Method::POST,
+        "/v0/pipelines/orders/ingress/t",
+        "1,2,3",
+        &headers,
+    )
+    .await;
+    assert_eq!(ingress.header("content-encoding"), Some("identity"));
+    assert!(ingress.json()["token"].is_string());
+    let query = call(
+        &standin,
+        Method::GET,
+        "/v0/pipelines/orders/query?sql=select%201&format=json",
+        "",
+        &headers,
+    )
+    .await;
+    assert_eq!(query.header("content-encoding"), Some("identity"));
+    for (method, path) in [
+        (Method::DELETE, "/v0/pipelines/cold"),
+        (Method::GET, "/v0/no-such-endpoint"),
+    ] {
+        let empty = call(&standin, method, path, "", &headers).await;
+        assert!(empty.body.is_empty(), "{path}");
+        assert!(empty.header("content-encoding").is_none(), "{path}");
+        assert!(empty.header("vary").is_none(), "{path}");
+    }
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn identity_no_header_or_disabled_compression_answer_identity() {
+    let standin = start(seeded(&[])).await;
+    for headers in [
+        &[][..],
+        &[("accept-encoding", "identity")][..],
+        &[("accept-encoding", "")][..],
+        &[("accept-encoding", "*")][..],
+        &[("accept-encoding", "compress")][..],
+    ] {
+        let answer = call(&standin, Method::GET, "/v0/pipelines/nope", "", headers).await;
+        assert!(answer.header("content-encoding").is_none(), "{headers:?}");
+        assert!(answer.header("vary").is_none(), "{headers:?}");
+        assert_eq!(answer.json()["error_code"], "UnknownPipelineName");
+    }
+    standin.shutdown().await;
+    let off = start(StandinOptions {
+        compression: false,
+        ..seeded(&[])
+    })
+    .await;
+    let answer = call(
+        &off,
+        Method::GET,
+        "/v0/pipelines/nope",
+        "",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert!(answer.header("content-encoding").is_none());
+    assert_eq!(answer.json()["error_code"], "UnknownPipelineName");
+    let refused = call(
+        &off,
+        Method::GET,
+        "/v0/pipelines",
+        "",
+        &[("accept-encoding", "identity;q=0")],
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::OK,
+        "no negotiation at all when off"
+    );
+    off.shutdown().await;
+}
+
+#[tokio::test]
+async fn nothing_acceptable_is_406_and_the_request_is_not_handled() {
+    let standin = start(seeded(&[])).await;
+    let answer = call(
+        &standin,
+        Method::POST,
+        "/v0/pipelines",
+        r#"{"name":"p406","program_code":""}"#,
+        &[
+            ("content-type", "application/json"),
+            ("accept-encoding", "gzip;q=0, identity;q=0"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_ACCEPTABLE);
+    assert_eq!(answer.text(), "br, gzip, deflate, zstd");
+    assert_eq!(answer.header("vary"), Some("Accept-Encoding"));
+    assert!(answer.header("content-type").is_none());
+    assert_eq!(
+        get(&standin, "/v0/pipelines/p406").await.status,
+        StatusCode::NOT_FOUND
+    );
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_listed_fetched_as_an_array_and_deleted() {
+    let standin = start(seeded(&[])).await;
+    let created = call(
+        &standin,
+        Method::POST,
+        "/v0/api_keys",
+        r#"{"name":"ci","role":"write"}"#,
+        &JSON,
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.header("cache-control"), Some("no-cache"));
+    let body = created.json();
+    let secret = body["api_key"].as_str().unwrap();
+    assert_eq!(secret.len(), 135);
+    assert!(secret["apikey:".len()..]
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric()));
+    let again = call(
+        &standin,
+        Method::POST,
+        "/v0/api_keys",
+        r#"{"name":"ci"}"#,
+        &JSON,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.json()["error_code"], "DuplicateName");
+    let descr = json!([{"id": body["id"], "name": "ci", "role": "write"}]);
+    assert_eq!(get(&standin, "/v0/api_keys").await.json(), descr);
+    assert_eq!(get(&standin, "/v0/api_keys/ci").await.json(), descr);
+    let deleted = call(&standin, Method::DELETE, "/v0/api_keys/ci", "", &[]).await;
+    assert_eq!(deleted.status, StatusCode::OK);
+    assert!(deleted.body.is_empty());
+    let gone = call(&standin, Method::DELETE, "/v0/api_keys/ci", "", &[]).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        gone.json(),
+        json!({"message": "Unknown API key 'ci'", "error_code": "UnknownApiKey", "details": {"name": "ci"}})
+    );
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn json_bodies_need_a_json_content_type_before_anything_else() {
+    let standin = start(seeded(&[])).await;
+    let body = r#"{"name":"p","program_code":""}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/jsonx"),
+        Some("json"),
+    ] {
+        let headers: Vec<(&str, &str)> = content_type
+            .map(|c| ("content-type", c))
+            .into_iter()
+            .collect();
+        let answer = call(&standin, Method::POST, "/v0/pipelines", body, &headers).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{content_type:?}");
+        assert_eq!(
+            answer.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(answer.text(), "Content type error");
+    }
+    for content_type in [
+        "application/json; charset=utf-8",
+        "application/merge-patch+json",
+    ] {
+        let answer = call(
+            &standin,
+            Method::PUT,
+            "/v0/pipelines/p",
+            body,
+            &[("content-type", content_type)],
+        )
+        .await;
+        assert!(
+            answer.status.is_success(),
+            "{content_type}: {}",
+            answer.text()
+        );
+    }
+    let array = call(&standin, Method::PUT, "/v0/pipelines/p", "[]", &JSON).await;
+    assert_eq!(
+        array.text(),
+        "Json deserialize error: invalid type: sequence, expected struct PostPutPipelineInternal at line 1 column 0"
+    );
+    standin.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_oss_edition_refuses_activate_and_unforced_stop_as_enterprise_features() {
+    let standin = start(StandinOptions {
+        edition: Edition::Oss,
+        ..seeded(&[("orders", SeedStatus::Running)])
+    })
+    .await;
+    assert_eq!(
+        get(&standin, "/v0/config").await.json()["edition"],
+        "Open source"
+    );
+    let s3 = json!({
+        "message": "Cannot use enterprise-only feature (start from object store (S3)) in Feldera community edition.",
+        "error_code": "EnterpriseFeature",
+        "details": {"feature": "start from object store (S3)"},
+    });
+    for path in [
+        "/v0/pipelines/orders/activate",
+        "/v0/pipelines/orders/activate?initial=standby",
+        "/v0/pipelines/nope/activate?foo=bar",
+        "/v0/pipelines/_bad_/activate",
+        "/v0/pipelines/orders/%61ctivate",
+    ] {
+        let answer = post(&standin, path).await;
+        assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert_eq!(answer.json(), s3, "{path}");
+    }
+    let bad = post(&standin, "/v0/pipelines/nope/activate?initial=Running").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad
+        .text()
+        .starts_with("Query deserialize error: unknown variant `Running`"));
+    for path in [
+        "/v0/pipelines/orders/stop",
+        "/v0/pipelines/nope/stop?force=false",
+    ] {
+        let answer = post(&standin, path).await;
+        assert_eq!(answer.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert_eq!(
+            answer.json()["details"],
+            json!({"feature": "stop?force=false"})
+        );
+        assert_eq!(
+            answer.json()["message"],
+            "Cannot use enterprise-only feature (stop?force=false) in Feldera community edition."
+        );
+    }
+    let forced = post(&standin, "/v0/pipelines/orders/stop?force=true").await;
+    assert_eq!(forced.status, StatusCode::ACCEPTED);
+    assert_eq!(forced.text(), r#""Pipeline is forcefully stopping""#);
+    let missing = post(&standin, "/v0/pipelines/nope/stop?force=true").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    standin.shutdown().await;
+
+    let enterprise = start(seeded(&[("orders", SeedStatus::Running)])).await;
+    assert_eq!(
+        get(&enterprise, "/v0/config").await.json()["edition"],
+        "Enterprise"
+    );
+    let suspended = post(&enterprise, "/v0/pipelines/orders/stop").await;
+    assert_eq!(suspended.status, StatusCode::ACCEPTED);
+    assert_eq!(suspended.text(), r#""Pipeline is suspending""#);
+    enterprise.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_console_page_answers_every_get_outside_v0_with_caching_headers() {
+    let standin = start(StandinOptions {
+        console_authentication: Some(
+            json!({"generic_oidc": {"issuer": "https://idp.test/", "client_id": "feldera-console", "extra_oidc_scopes": []}}),
+        ),
+        ..seeded(&[("orders", SeedStatus::Running)])
+    })
+    .await;
+    let index = get(&standin, "/").await;
+    assert_eq!(index.status, StatusCode::OK);
+    assert_eq!(index.header("content-type"), Some("text/html"));
+    assert!(
+        index.header("cache-control").is_none(),
+        "revalidated every time"
+    );
+    let etag = index.header("etag").unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    for id in ["state", "auth", "token", "pipelines", "error", "ws"] {
+        assert!(index.text().contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    assert!(index.text().contains("src=\"/_app/console.js\""));
+    for path in [
+        "/pipelines/orders/",
+        "/index.html",
+        "/no-such-path",
+        "/healthz",
+    ] {
+        let method = if path == "/healthz" {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let page = call(&standin, method.clone(), path, "", &[]).await;
+        assert_eq!(page.status, StatusCode::OK, "{method} {path}");
+        assert_eq!(page.header("etag"), Some(etag.as_str()), "{path}");
+        if method == Method::GET {
+            assert_eq!(page.body, index.body, "{path}");
+        }
+    }
+    let script = get(&standin, "/_app/console.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert_eq!(
+        script.header("content-type"),
+        Some("application/javascript")
+    );
+    assert_eq!(
+        script.header("cache-control"),
+        Some("public, max-age=86400")
+    );
+    assert!(script.text().contains("feldera-bearer."));
+    let script_etag = script.header("etag").unwrap().to_owned();
+    assert_ne!(script_etag, etag);
+    let revalidated = call(
+        &standin,
+        Method::GET,
+        "/_app/console.js",
+        "",
+        &[("if-none-match", &format!("W/{script_etag}"))],
+    )
+    .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert!(revalidated.body.is_empty());
+    assert_eq!(revalidated.header("etag"), Some(script_etag.as_str()));
+    let changed = call(&standin, Method::GET, "/", "", &[("if-match", "\"other\"")]).await;
+    assert_eq!(changed.status, StatusCode::PRECONDITION_FAILED);
+    let head = call(&standin, Method::HEAD, "/pipelines/orders/", "", &[]).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(index.body.len().to_string().as_str())
+    );
+    let gzip = call(
+        &standin,
+        Method::GET,
+        "/",
+        "",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    assert_eq!(decode("gzip", &gzip.body).await, index.body.to_vec());
+    let refused = call(&standin, Method::POST, "/pipelines/orders/", "", &[]).await;
+    assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(refused.header("allow"), Some("GET, HEAD"));
+    assert_eq!(refused.text(), "This resource only supports GET and HEAD.");
+    assert_eq!(get(&standin, "/.env").await.status, StatusCode::BAD_REQUEST);
+    let auth = get(&standin, "/config/authentication").await;
+    assert_eq!(auth.json()["generic_oidc"]["client_id"], "feldera-console");
+    assert_eq!(
+        get(&standin, "/config/other").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&standin, "/v0/no-such-endpoint").await.body.len(), 0);
+    standin.shutdown().await;
+
+    let without = start(StandinOptions {
+        web_console: false,
+        ..seeded(&[])
+    })
+    .await;
+    let missing = get(&without, "/").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.text(), "Not found");
+    assert!(missing.header("content-type").is_none());
+    assert_eq!(
+        get(&without, "/config/authentication").await.json(),
+        json!({})
+    );
+    without.shutdown().await;
 }
