@@ -10,7 +10,8 @@
 //! 1. `body`, `errors`, `catalog`, `principal`, `context`, `clock`, `check`, `wire` — the
 //!    vocabulary
 //! 2. `config` — plain data and its checks
-//! 3. `validate`, `routing`, `auth`, `ratelimit`, `proxy`, `limits`, `telemetry`, `outbound`
+//! 3. `validate`, `routing`, `auth`, `ratelimit`, `proxy`, `limits`, `telemetry`, `outbound`,
+//!    `cors`, `console`
 //! 4. `runtime` — everything of floor 3, built from one configuration
 //! 5. `stack`, `server` — the request path and the listeners over a runtime
 //! 6. this file — the gateway
@@ -21,7 +22,9 @@ pub mod catalog;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod context;
+pub mod cors;
 pub mod errors;
 pub mod limits;
 pub mod outbound;

@@ -19,6 +19,8 @@ use tokio::sync::watch;
 use crate::auth::{AuthMetrics, Authenticator};
 use crate::clock::Clock;
 use crate::config::{Config, Problems};
+use crate::console::IdentityProviderAnswer;
+use crate::cors::CorsPolicy;
 use crate::proxy::{Upstream, Upstreams};
 use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
 use crate::routing::RouteTable;
@@ -70,6 +72,10 @@ pub struct Runtime {
     pub authenticator: Arc<Authenticator>,
     /// `None` without `[rate_limit]`.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// `None` without `[cors]`.
+    pub cors: Option<Arc<CorsPolicy>>,
+    /// `None` without `[console.authentication]`.
+    pub identity_provider: Option<IdentityProviderAnswer>,
 }
 
 impl Runtime {
@@ -118,6 +124,12 @@ impl Runtime {
             .iter()
             .map(|u| Arc::from(u.name.as_str()))
             .collect();
+        let cors = config.cors.as_ref().map(|c| Arc::new(CorsPolicy::new(c)));
+        let identity_provider = config
+            .console
+            .as_ref()
+            .and_then(|c| c.authentication.as_ref())
+            .map(IdentityProviderAnswer::new);
         problems.into_result(Runtime {
             config: Arc::new(config),
             loaded_at: SystemTime::now(),
@@ -126,6 +138,8 @@ impl Runtime {
             upstream_names,
             authenticator: Arc::new(authenticator),
             rate_limits,
+            cors,
+            identity_provider,
         })
     }
 

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod browser;
 mod encoded_errors;
 mod errors;
 mod forwarding;
