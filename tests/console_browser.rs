@@ -66,7 +66,10 @@ generic_oidc = { issuer = "https://idp.example/", client_id = "feldera-console" 
         .screenshot(&artifacts_dir().join("console-through-gateway.png"))
         .await;
     assert_eq!(state, "done", "ws: {ws}");
-    assert!(!ws.starts_with("error") && !ws.starts_with("closed"), "{ws}");
+    assert!(
+        !ws.starts_with("error") && !ws.starts_with("closed"),
+        "{ws}"
+    );
     // The manager saw the WebSocket with the credential, and never the gateway's own answer.
     let seen = upstream.requests();
     assert!(
@@ -75,10 +78,14 @@ generic_oidc = { issuer = "https://idp.example/", client_id = "feldera-console" 
         "{:?}",
         seen.iter().map(|r| r.uri.to_string()).collect::<Vec<_>>()
     );
-    assert!(!seen.iter().any(|r| r.uri.path() == "/config/authentication"));
+    assert!(!seen
+        .iter()
+        .any(|r| r.uri.path() == "/config/authentication"));
 
     // With a token the gateway refuses, the page shows the 401 in the schema.
-    browser.goto(&format!("{}/#token=apikey:wrong", gw.url())).await;
+    browser
+        .goto(&format!("{}/#token=apikey:wrong", gw.url()))
+        .await;
     let error = browser
         .wait_for_text("#error", |t| t.contains("401"), PAGE_DEADLINE)
         .await;
