@@ -4,7 +4,7 @@
 //! tests control. Every refusal is checked for status, `error_code` and `details.reason`.
 //! Nothing sleeps to wait for time: waits poll with a deadline.
 
-mod support;
+pub mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -12,7 +12,7 @@
 //! Without `chromium`/`chromedriver` the tests skip loudly; under
 //! `PIPELINE_GATEWAY_REQUIRE_TOOLS=1` (set by `.ci/run`) they fail.
 
-mod support;
+pub mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::common::*;
+use crate::support::*;
 
 const MB: u64 = 1024 * 1024;
 /// RSS may grow by at most this while 100 MB stream through; buffering would grow by ~100 MB.
@@ -93,3 +93,13 @@ async fn ingress_of_100_mb_streams_through_with_flat_memory() {
 }
 
 static PEAK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Resident set size of this process, in bytes.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
