@@ -8,7 +8,7 @@ use support::*;
 
 /// A gateway with `extra` configuration in front of a test upstream.
 async fn limited_gateway(extra: &str) -> pipeline_gateway::Gateway {
-    let upstream = start_upstream().await;
+    let upstream = echo_upstream().await;
     gateway(&config_for(&format!("http://{upstream}"), extra)).await
 }
 
@@ -25,7 +25,11 @@ anonymous = { rate = "1/h", burst = 2 }
     let url = format!("{}/v0/pipelines", gateway.url());
     let first = get(&url).await;
     assert_eq!(first.status, 200);
-    assert_eq!(first.text(), "[]");
+    assert_eq!(
+        first.json()["path"],
+        "/v0/pipelines",
+        "reached the upstream"
+    );
     assert_eq!(
         first.header("ratelimit-policy"),
         Some("\"client_ip\";q=2;w=7200")

@@ -19,7 +19,7 @@ const REDIS_CHANGE_DEADLINE: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_processes_sharing_redis_admit_exactly_the_quota() {
     let redis = RedisServer::start();
-    let upstream = format!("http://{}", start_upstream().await);
+    let upstream = format!("http://{}", echo_upstream().await);
     let extra = format!(
         r#"
 [rate_limit]
@@ -59,7 +59,7 @@ on_error = "deny"
 async fn redis_outage_applies_on_error_and_the_limiter_recovers() {
     let mut redis = RedisServer::start();
     let port = redis.port;
-    let upstream = format!("http://{}", start_upstream().await);
+    let upstream = format!("http://{}", echo_upstream().await);
     let gateway_with = |on_error: &str| {
         let extra = format!(
             r#"

@@ -1,5 +1,5 @@
-//! What the black-box tests share: the stand-in manager and a tiny test upstream to put behind
-//! a gateway, gateways in this process or as child processes, a real `redis-server`, clients
+//! What the black-box tests share: the stand-in manager and one small test upstream (an echo)
+//! to put behind a gateway, gateways in this process or as child processes, a real `redis-server`, clients
 //! that read whole replies and check the gateway's error schema, content codings, test signing
 //! keys, and the external programs (`fda`, Chromium) some tests drive.
 //!
@@ -30,7 +30,7 @@ pub use self::gateway::{config_for, gateway, metric, pair};
 pub use self::process::GatewayProcess;
 pub use self::redis_server::RedisServer;
 pub use self::standin::{seeded, standin, standin_with};
-pub use self::upstream::{closed_port, start_upstream};
+pub use self::upstream::{closed_port, echo_upstream, serve};
 
 /// Polls `condition` until it holds or `deadline` passes; whether it held.
 pub async fn eventually(deadline: Duration, mut condition: impl AsyncFnMut() -> bool) -> bool {
