@@ -1,10 +1,16 @@
 //! Rate limiting through the whole gateway, over real sockets: headers on allowed and
-//! rejected responses, no headers without limits, and the client IP behind a trusted proxy.
-//! (Feldera's Python SDK backing off on our 429 is in `python_sdk.rs`.)
+//! rejected responses, no headers without limits, the client IP behind a trusted proxy, and
+//! clients past `max_keys` sharing one overflow budget (counted by the early sweep a full
+//! limiter asks for). (Feldera's Python SDK backing off on our 429 is in `python_sdk.rs`.)
 
 pub mod support;
 
+use std::time::Duration;
+
 use support::*;
+
+/// How long the early sweep may take to show in the admin `/metrics`.
+const SWEEP_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A gateway with `extra` configuration in front of a test upstream.
 async fn limited_gateway(extra: &str) -> pipeline_gateway::Gateway {
@@ -92,5 +98,78 @@ trusted_proxies = ["127.0.0.0/8"]
     assert_eq!(via("2001:db8:1:2::ffff").await, 429);
     // A spoofed left-most entry does not help: the right-most untrusted entry counts.
     assert_eq!(via("198.51.100.7, 203.0.113.1").await, 429);
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn past_max_keys_new_clients_share_one_overflow_budget_counted_by_an_early_sweep() {
+    const OVERFLOWED: &str = "pipeline_gateway_ratelimit_overflowed_total{policy=\"client_ip\"}";
+    const KEYS: &str = "pipeline_gateway_ratelimit_keys{policy=\"client_ip\"}";
+    let gateway = limited_gateway(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[rate_limit]
+client_ip = { rate = "1/h", burst = 3 }
+trusted_proxies = ["127.0.0.0/8"]
+max_keys = 2
+# Longer than the test: only the early sweep of a full limiter can run meanwhile.
+sweep_interval = "1h"
+"#,
+    )
+    .await;
+    let url = format!("{}/v0/pipelines", gateway.url());
+    let via = |client: &'static str| {
+        let url = url.clone();
+        async move { send("GET", &url, &[("x-forwarded-for", client)], b"").await }
+    };
+    let remaining = |reply: &Reply| reply.header("ratelimit").map(str::to_owned);
+    let own_budget = |left: u32| Some(format!("\"client_ip\";r={left};t={}", 3600 * (3 - left)));
+
+    // Two clients fill the limiter; each has its own budget of 3.
+    for held in ["203.0.113.1", "203.0.113.2"] {
+        let reply = via(held).await;
+        assert_eq!(reply.status, 200, "{held}");
+        assert_eq!(remaining(&reply), own_budget(2), "{held}");
+    }
+    // Four more distinct clients are not held: they spend one shared budget of 3, and the
+    // fourth is refused although it never sent a request before.
+    for (newcomer, left) in [
+        ("198.51.100.1", 2),
+        ("198.51.100.2", 1),
+        ("198.51.100.3", 0),
+    ] {
+        let reply = via(newcomer).await;
+        assert_eq!(reply.status, 200, "{newcomer}");
+        assert_eq!(
+            remaining(&reply),
+            own_budget(left),
+            "{newcomer} spends the shared budget"
+        );
+    }
+    let refused = via("198.51.100.4").await;
+    let details = refused.error(429, "RateLimitExceeded");
+    assert_eq!(details["policy"], "client_ip");
+    assert_eq!(details["limit"], 3);
+    // A held client keeps its own budget though the shared one is spent.
+    let held = via("203.0.113.1").await;
+    assert_eq!(held.status, 200);
+    assert_eq!(remaining(&held), own_budget(1));
+
+    // The full limiter asked for an early sweep, which counts the 4 overflowed decisions and
+    // keeps the 2 held clients (their budgets are not full again).
+    let admin = gateway.admin_addr().expect("admin listener");
+    let metrics_url = format!("http://{admin}/metrics");
+    let swept = eventually(SWEEP_DEADLINE, async || {
+        metric(&get(&metrics_url).await.text(), OVERFLOWED) >= 4
+    })
+    .await;
+    let metrics = get(&metrics_url).await.text();
+    assert!(
+        swept,
+        "no early sweep counted the overflow within {SWEEP_DEADLINE:?}:\n{metrics}"
+    );
+    assert_eq!(metric(&metrics, OVERFLOWED), 4, "{metrics}");
+    assert_eq!(metric(&metrics, KEYS), 2, "{metrics}");
     gateway.shutdown().await;
 }
