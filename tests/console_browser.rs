@@ -8,13 +8,12 @@
 //! Without `chromium`/`chromedriver` the test skips loudly; under
 //! `PIPELINE_GATEWAY_REQUIRE_TOOLS=1` (set by `.ci/run`) it fails.
 
-mod common;
-mod support;
+pub mod support;
 
 use std::time::Duration;
 
-use common::*;
 use support::browser::{artifacts_dir, Browser};
+use support::*;
 
 const PAGE_DEADLINE: Duration = Duration::from_secs(20);
 

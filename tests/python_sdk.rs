@@ -4,16 +4,15 @@
 //! unless `PIPELINE_GATEWAY_REQUIRE_SDK=1` (set by `.ci/run`), which turns the skip into a
 //! failure.
 
-mod common;
-mod support;
+pub mod support;
 
 use std::process::Command;
 
-use common::*;
 use feldera_standin::{Edition, SeedPipeline, SeedStatus, StandinOptions};
 use pipeline_gateway::auth::apikey;
 use serde_json::json;
 use support::keys::{jwks, TestKey};
+use support::*;
 
 fn sdk_available() -> bool {
     let importable = Command::new("python3")

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 /// The stand-in behind a gateway with authentication on (one API key) and `extra` TOML.
 async fn with_auth(extra: &str) -> (pipeline_gateway::Gateway, feldera_standin::Standin) {

@@ -5,7 +5,7 @@
 use feldera_standin::Fault;
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 const CONFORMING: &[u8] = br#"{"message":"Unknown pipeline name 'nope'","error_code":"UnknownPipelineName","details":{"pipeline_name":"nope"}}"#;
 
