@@ -7,19 +7,19 @@
 //! `RateLimit-Policy` disagree would have been served half by one configuration and half by
 //! the other.
 
-mod common;
+pub mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pipeline_gateway::config::Config;
 use pipeline_gateway::Gateway;
+use support::*;
 
 fn version(upstream: &str, tag: &str, extra: &str) -> String {
     format!(
