@@ -274,6 +274,17 @@ impl GatewayError {
         .with_retry_after(retry_after_s)
     }
 
+    /// 503: the endpoint's connections and waiting room are full.
+    pub fn upstream_overloaded(upstream: &str, reason: &'static str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UpstreamOverloaded",
+            format!("Upstream '{upstream}' is overloaded: {reason}"),
+        )
+        .with_details(json!({ "upstream": upstream, "reason": reason }))
+        .with_retry_after(1)
+    }
+
     /// 503: the gateway cannot serve requests right now (e.g. it is shutting down).
     pub fn service_unavailable(reason: &'static str, retry_after_s: u64) -> Self {
         Self::new(

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod browser;
 pub mod ratelimit;
+pub mod upstream;
 pub mod values;
 
 use std::fmt;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::AuthConfig;
 pub use self::browser::{ConsoleConfig, CorsConfig};
 pub use self::ratelimit::RateLimitConfig;
+pub use self::upstream::{HealthConfig, OutlierConfig, RetryConfig};
 pub use self::values::{EndpointUrl, NameGlob, PathGlob};
 
 /// The whole file.
@@ -124,14 +126,48 @@ pub struct UpstreamConfig {
     /// Idle pooled connections kept per endpoint.
     #[serde(default = "defaults::pool_max_idle")]
     pub pool_max_idle_per_endpoint: usize,
-    /// An endpoint that refused a connection is skipped for this long.
-    #[serde(default = "defaults::unhealthy_cooldown", with = "humantime_serde")]
-    pub unhealthy_cooldown: Duration,
+    /// The former name of `outlier.base_ejection`; when given, it is used as that.
+    #[serde(default, with = "humantime_serde")]
+    pub unhealthy_cooldown: Option<Duration>,
     #[serde(default)]
     pub credentials: CredentialsMode,
     /// With `credentials = "replace"`: the environment variable holding the gateway's key.
     #[serde(default)]
     pub bearer_env: Option<String>,
+    /// Connections open at once to each endpoint.
+    #[serde(default = "upstream::defaults::max_connections")]
+    pub max_connections: usize,
+    /// Requests waiting for a connection to each endpoint; beyond: 503 `UpstreamOverloaded`.
+    #[serde(default = "upstream::defaults::max_pending")]
+    pub max_pending: usize,
+    /// Longest wait for a connection; beyond: 503 `UpstreamOverloaded`.
+    #[serde(
+        default = "upstream::defaults::pending_timeout",
+        with = "humantime_serde"
+    )]
+    pub pending_timeout: Duration,
+    /// Requests open at once per pipeline on this upstream (streams while they last); 0: no
+    /// quota. The manager itself refuses a pipeline's 101st connection.
+    #[serde(default = "upstream::defaults::pipeline_concurrency")]
+    pub pipeline_concurrency: usize,
+    /// A principal may always hold this many of a pipeline's quota, however many share it.
+    #[serde(default = "upstream::defaults::per_principal_min")]
+    pub per_principal_min: usize,
+    /// Active health checks; none without this section.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+impl UpstreamConfig {
+    /// The first ejection's length (`outlier.base_ejection`, or `unhealthy_cooldown`).
+    pub fn base_ejection(&self) -> Duration {
+        self.unhealthy_cooldown
+            .unwrap_or(self.outlier.base_ejection)
+    }
 }
 
 mod defaults {
@@ -147,9 +183,6 @@ mod defaults {
     }
     pub fn pool_max_idle() -> usize {
         256
-    }
-    pub fn unhealthy_cooldown() -> Duration {
-        Duration::from_secs(2)
     }
 }
 
@@ -368,11 +401,23 @@ impl Config {
             for (key, value) in [
                 ("connect_timeout", upstream.connect_timeout),
                 ("request_timeout", upstream.request_timeout),
+                ("pending_timeout", upstream.pending_timeout),
             ] {
                 if value.is_zero() {
                     problems.push(format!("{at}.{key}"), "must be more than zero");
                 }
             }
+            if upstream.max_connections == 0 {
+                problems.push(format!("{at}.max_connections"), "must be at least 1");
+            }
+            if upstream.endpoints.len() > 64 {
+                problems.push(format!("{at}.endpoints"), "at most 64 endpoints");
+            }
+            if let Some(health) = &upstream.health {
+                health.check(&format!("{at}.health"), problems);
+            }
+            upstream.outlier.check(&format!("{at}.outlier"), problems);
+            upstream.retry.check(&format!("{at}.retry"), problems);
             match (upstream.credentials, &upstream.bearer_env) {
                 (CredentialsMode::Replace, None) => problems.push(
                     format!("{at}.bearer_env"),

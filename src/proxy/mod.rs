@@ -14,17 +14,26 @@
 //! upstream sends it. Only error bodies (status >= 400) are read, with a bound, to be
 //! normalized ([`normalize`]).
 //!
+//! Connections come from each endpoint's own pool ([`pool`], capped: 503
+//! `UpstreamOverloaded` beyond it); endpoints are chosen, ejected and health-checked by
+//! [`upstream`] and [`endpoint`]; what may be sent again, and how often, is [`retry`]'s rule.
+//!
 //! Failures map to: connection refused, reset or timed out on connect → 502
-//! `UpstreamUnavailable` (and the endpoint is skipped for its cooldown; a request with no
-//! body is retried once on each other endpoint, since nothing of it was sent); every endpoint
-//! in cooldown → 503 `NoHealthyUpstream`; connection closed or garbage before the response →
-//! 502; request body over the limit → 413; the client's body failing → 400
-//! `InvalidRequestBody`.
+//! `UpstreamUnavailable` (counted towards the endpoint's ejection; since nothing was sent,
+//! the request goes to another endpoint when one is left and the retry budget allows);
+//! every endpoint drained → 503 `NoHealthyUpstream`; connection closed or garbage before the
+//! response → 502; request body over the limit → 413; the client's body failing → 400
+//! `InvalidRequestBody`. A 502/503/504 from the endpoint itself (not one of the manager's
+//! typed errors) counts towards its ejection and, for an idempotent request whose body is
+//! kept and without `Retry-After`, is retried on another endpoint.
 
 pub mod body;
 pub mod decode;
+pub mod endpoint;
 pub mod headers;
 pub mod normalize;
+pub mod pool;
+pub mod retry;
 pub mod timeout;
 pub mod upstream;
 
@@ -39,7 +48,13 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
+use hyper::client::conn::http1::SendRequest;
+
+use self::endpoint::Observation;
+use self::pool::{Checkout, ConnectionPool, PoolError, Returning};
+use self::retry::Replay;
 use crate::body::{self as stack_body, ClientBodyError, Request, Response, ResponseFuture};
+use crate::catalog::EndpointClass;
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
 
@@ -84,7 +99,7 @@ impl Service<Request> for Forward {
 async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response, GatewayError> {
     let context = RequestContext::of(&request)?.clone();
     let route = context.route()?;
-    let pool = upstreams
+    let upstream = upstreams
         .get(route.upstream)
         .cloned()
         .ok_or_else(|| GatewayError::internal(format!("no upstream #{}", route.upstream)))?;
@@ -99,7 +114,7 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
     let (mut parts, body) = request.into_parts();
     headers::rewrite_request(
         &mut parts.headers,
-        &pool,
+        &upstream,
         headers::Forwarded {
             client_ip: context.connection().peer_ip_header.clone(),
             scheme: context.connection().scheme,
@@ -116,93 +131,238 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let method = parts.method.clone();
-    // A request with no body can be sent again if its connection fails: keep what it takes.
-    let resend = (body.is_end_stream() && pool.endpoint_count() > 1)
-        .then(|| (parts.method.clone(), parts.headers.clone()));
     // Managers speak HTTP/1.1, whatever the client spoke.
     parts.version = http::Version::HTTP_11;
+    // What may be sent again after an answer (see `retry`): an idempotent request whose
+    // body is kept — empty, or small enough to buffer. Streams and uploads never.
+    let streaming = upgrade
+        || matches!(
+            catalogued.class,
+            EndpointClass::Stream | EndpointClass::Ingress
+        );
+    let idempotent = retry::is_idempotent(&method) && !streaming && upstream.endpoint_count() > 1;
+    let (body, kept) =
+        keep_for_replay(body, &parts.headers, idempotent, upstream.retry_buffer).await?;
+    let replay = match &kept {
+        Some(_) => Replay::OnServerError,
+        None => Replay::IfUnsent,
+    };
+    let template = kept.map(|bytes| (parts.method.clone(), parts.headers.clone(), bytes));
+    upstream.retries.request(upstream.instant());
+
     let mut request = Request::from_parts(parts, body);
     let mut tried = 0u64;
+    // A pooled connection found closed before anything was written is not the endpoint's
+    // fault: the request goes again at once, a bounded number of times.
+    let mut stale = 0;
+    let mut last: Option<GatewayError> = None;
     loop {
-        let (index, endpoint) = pool.choose(tried)?;
-        *request.uri_mut() = Uri::builder()
-            .scheme(endpoint.scheme.clone())
-            .authority(endpoint.authority.clone())
-            .path_and_query(path_and_query.clone())
-            .build()
-            .map_err(|e| GatewayError::internal(format!("building the upstream URI: {e}")))?;
-        match pool.client().request(request).await {
-            Ok(response) => {
-                pool.mark_up(index);
-                return Ok(respond(
-                    response,
-                    &pool.name,
-                    &method,
-                    catalogued,
-                    &path_and_query,
-                    server_upgrade,
-                )
-                .await);
-            }
-            Err(error) if error.is_connect() => {
-                pool.mark_down(index);
-                tried |= 1u64 << index.min(63);
-                let reason = connect_reason(&error);
-                let Some((method, headers)) = &resend else {
-                    return Err(unavailable(&pool, reason, &error));
-                };
-                if pool.choose(tried).is_err() {
-                    return Err(unavailable(&pool, reason, &error));
+        let (index, endpoint) = match upstream.choose(tried) {
+            Ok(chosen) => chosen,
+            Err(error) => return Err(last.unwrap_or(error)),
+        };
+        // Origin form on the wire, with the endpoint as `Host` (the client's host went into
+        // `X-Forwarded-Host`).
+        *request.uri_mut() = Uri::from(path_and_query.clone());
+        request.headers_mut().insert(
+            http::header::HOST,
+            http::HeaderValue::from_str(endpoint.authority.as_str())
+                .map_err(|e| GatewayError::internal(format!("the endpoint as Host: {e}")))?,
+        );
+        let mut sender = match endpoint.pool.checkout().await {
+            Ok(Checkout::Reused(sender)) => sender,
+            Ok(Checkout::Connect(permit)) => match upstream.connect(index, permit).await {
+                Ok(sender) => sender,
+                Err(error) => {
+                    upstream.observe(index, Observation::ConnectFailed, error.reason());
+                    let failed = GatewayError::upstream_unavailable(&upstream.name, error.reason())
+                        .with_internal(error_chain(&error));
+                    // Nothing was sent: another endpoint may have it, within the budget.
+                    tried |= bit(index);
+                    if has_untried(&upstream, tried)
+                        && upstream.retries.try_retry(upstream.instant())
+                    {
+                        last = Some(failed);
+                        continue;
+                    }
+                    return Err(failed);
                 }
-                let mut again = Request::new(stack_body::empty());
-                *again.method_mut() = method.clone();
-                *again.headers_mut() = headers.clone();
-                request = again;
+            },
+            Err(PoolError::Overloaded(reason)) => {
+                return Err(GatewayError::upstream_overloaded(&upstream.name, reason));
             }
-            Err(error) => return Err(map_send_error(&pool, &error)),
+        };
+        let pool = endpoint.pool.clone();
+        let response = match sender.try_send_request(request).await {
+            Ok(response) => response,
+            Err(mut error) => {
+                if let Some(unsent) = error.take_message() {
+                    stale += 1;
+                    if stale <= 3 {
+                        request = unsent;
+                        continue;
+                    }
+                }
+                let hyper_error = error.into_error();
+                let failed = map_send_error(&upstream, &hyper_error);
+                if failed.status() == StatusCode::BAD_GATEWAY {
+                    upstream.observe(index, Observation::ServerError, "no answer");
+                }
+                tried |= bit(index);
+                match (&template, replay) {
+                    (Some(template), Replay::OnServerError)
+                        if failed.status() == StatusCode::BAD_GATEWAY
+                            && has_untried(&upstream, tried)
+                            && upstream.retries.try_retry(upstream.instant()) =>
+                    {
+                        request = rebuild(template);
+                        last = Some(failed);
+                        continue;
+                    }
+                    _ => return Err(failed),
+                }
+            }
+        };
+        let status = response.status();
+        if !matches!(status.as_u16(), 502..=504) || upgrade {
+            upstream.observe(index, Observation::Served, "");
+            return Ok(respond(
+                response,
+                sender,
+                pool,
+                &upstream.name,
+                &method,
+                catalogued,
+                &path_and_query,
+                server_upgrade,
+            )
+            .await);
         }
+        // A 502/503/504: the manager's own word about a pipeline, or the endpoint failing?
+        let (mut parts, body) = response.into_parts();
+        let read = normalize::read_error_body(body, &upstream.name).await;
+        let body = match read {
+            Ok(body) => body,
+            Err(failed) => return Err(failed),
+        };
+        if normalize::is_manager_error(&parts.headers, &body).await {
+            upstream.observe(index, Observation::Served, "");
+        } else {
+            upstream.observe(index, Observation::ServerError, status.as_str());
+            tried |= bit(index);
+            let asked_to_wait = parts.headers.contains_key(http::header::RETRY_AFTER);
+            if let (Some(template), Replay::OnServerError, false) =
+                (&template, replay, asked_to_wait)
+            {
+                if has_untried(&upstream, tried) && upstream.retries.try_retry(upstream.instant()) {
+                    request = rebuild(template);
+                    continue;
+                }
+            }
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        if normalize::wants_normalizing(&method, status, catalogued) {
+            return Ok(normalize::normalize_read(parts, body, path_and_query.path()).await);
+        }
+        let bytes = match body {
+            normalize::ErrorBody::Complete(bytes) | normalize::ErrorBody::TooLong(bytes) => bytes,
+        };
+        return Ok(http::Response::from_parts(parts, stack_body::full(bytes)));
     }
 }
 
-fn unavailable(
-    pool: &Upstream,
-    reason: &'static str,
-    error: &hyper_util::client::legacy::Error,
-) -> GatewayError {
-    GatewayError::upstream_unavailable(&pool.name, reason).with_internal(error_chain(error))
+fn bit(index: usize) -> u64 {
+    1u64 << index.min(63)
 }
 
-fn connect_reason(error: &hyper_util::client::legacy::Error) -> &'static str {
-    match find_cause::<std::io::Error>(error).map(std::io::Error::kind) {
-        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused",
-        Some(std::io::ErrorKind::TimedOut) => "connect timed out",
-        _ if error_chain(error).contains("timed out") => "connect timed out",
-        _ => "connect failed",
+/// Whether some endpoint is neither tried nor draining.
+fn has_untried(upstream: &Upstream, tried: u64) -> bool {
+    upstream
+        .endpoints
+        .iter()
+        .enumerate()
+        .any(|(i, e)| tried & bit(i) == 0 && !e.is_draining())
+}
+
+/// The request to send again: the kept method, headers and body.
+fn rebuild(template: &(Method, http::HeaderMap, bytes::Bytes)) -> Request {
+    let (method, headers, body) = template;
+    let mut request = Request::new(stack_body::full(body.clone()));
+    *request.method_mut() = method.clone();
+    *request.headers_mut() = headers.clone();
+    *request.version_mut() = http::Version::HTTP_11;
+    request
+}
+
+/// Keeps the body of a request that may be sent again: an empty one always, a small one of
+/// an idempotent request by reading it first (a client that sends more than it declared, or
+/// fails, gets the same errors as when streaming).
+async fn keep_for_replay(
+    body: stack_body::Body,
+    headers: &http::HeaderMap,
+    idempotent: bool,
+    limit: usize,
+) -> Result<(stack_body::Body, Option<bytes::Bytes>), GatewayError> {
+    use http_body_util::BodyExt as _;
+    if !idempotent {
+        return Ok((body, None));
     }
-}
-
-fn map_send_error(pool: &Upstream, error: &hyper_util::client::legacy::Error) -> GatewayError {
-    // The client's own body failing is found deeper in the chain than hyper's error that
-    // wraps it, so look for it first.
-    if let Some(body_error) = find_cause::<ClientBodyError>(error) {
-        return match body_error {
-            ClientBodyError::TooLarge { limit } => GatewayError::payload_too_large(*limit),
-            ClientBodyError::Read(_) => GatewayError::new(
+    if body.is_end_stream() {
+        return Ok((body, Some(bytes::Bytes::new())));
+    }
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_none_or(|n| n > limit) {
+        return Ok((body, None));
+    }
+    match body.collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            Ok((stack_body::full(bytes.clone()), Some(bytes)))
+        }
+        Err(error) => Err(client_body_error(&*error).unwrap_or_else(|| {
+            GatewayError::new(
                 StatusCode::BAD_REQUEST,
                 "InvalidRequestBody",
                 "The request body could not be read",
             )
-            .with_internal(error_chain(error)),
-        };
+            .with_internal(error.to_string())
+        })),
     }
-    let reason = match find_cause::<hyper::Error>(error) {
-        Some(e) if e.is_parse() => "malformed response",
-        Some(e) if e.is_incomplete_message() || e.is_closed() || e.is_canceled() => {
-            "connection closed before the response"
-        }
-        _ => "request failed",
+}
+
+/// The answer for the client's own body failing, when that is what `error` is.
+fn client_body_error(error: &(dyn std::error::Error + 'static)) -> Option<GatewayError> {
+    let body_error = error
+        .downcast_ref::<ClientBodyError>()
+        .or_else(|| find_cause::<ClientBodyError>(error))?;
+    Some(match body_error {
+        ClientBodyError::TooLarge { limit } => GatewayError::payload_too_large(*limit),
+        ClientBodyError::Read(_) => GatewayError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestBody",
+            "The request body could not be read",
+        )
+        .with_internal(error_chain(error)),
+    })
+}
+
+fn map_send_error(upstream: &Upstream, error: &hyper::Error) -> GatewayError {
+    // The client's own body failing is found deeper in the chain than hyper's error that
+    // wraps it, so look for it first.
+    if let Some(client) = client_body_error(error) {
+        return client;
+    }
+    let reason = if error.is_parse() {
+        "malformed response"
+    } else if error.is_incomplete_message() || error.is_closed() || error.is_canceled() {
+        "connection closed before the response"
+    } else {
+        "request failed"
     };
-    unavailable(pool, reason, error)
+    GatewayError::upstream_unavailable(&upstream.name, reason).with_internal(error_chain(error))
 }
 
 /// The first cause of type `T` in `error`'s source chain.
@@ -230,8 +390,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the facts of one response"
+)]
 async fn respond(
     mut response: http::Response<Incoming>,
+    sender: SendRequest<stack_body::Body>,
+    pool: Arc<ConnectionPool>,
     upstream: &str,
     method: &Method,
     endpoint: &crate::catalog::Endpoint,
@@ -259,7 +425,8 @@ async fn respond(
     if normalize::wants_normalizing(method, status, endpoint) {
         return normalize::normalize(response, upstream, path_and_query.path()).await;
     }
-    normalize::passthrough(response)
+    // The connection goes back to the pool once this body has been read to its end.
+    response.map(|incoming| stack_body::boxed(Returning::new(incoming, sender, pool)))
 }
 
 /// Copies bytes both ways between the client's and the upstream's upgraded connections.

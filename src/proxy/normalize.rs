@@ -58,36 +58,84 @@ pub fn wants_normalizing(
         && !(endpoint.health_report && status == StatusCode::SERVICE_UNAVAILABLE)
 }
 
-/// Normalizes an upstream error response (see the module docs).
-pub async fn normalize(response: http::Response<Incoming>, upstream: &str, path: &str) -> Response {
-    let (parts, mut incoming) = response.into_parts();
+/// An upstream error body as read: whole, or its first [`MAX_ERROR_BODY`] bytes.
+#[derive(Debug, Clone)]
+pub enum ErrorBody {
+    Complete(Bytes),
+    /// Longer than the bound: only its start was read (the rest is never sent on).
+    TooLong(Bytes),
+}
+
+/// Reads an upstream error body, bounded in size and time; `Err` is the 502 to answer.
+pub async fn read_error_body<B>(mut body: B, upstream: &str) -> Result<ErrorBody, GatewayError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let mut buffer = BytesMut::new();
     let read = tokio::time::timeout(ERROR_BODY_TIMEOUT, async {
-        while let Some(frame) = incoming.frame().await {
-            let frame = frame?;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
             if let Ok(data) = frame.into_data() {
                 buffer.extend_from_slice(&data);
                 if buffer.len() > MAX_ERROR_BODY {
-                    return Ok::<bool, hyper::Error>(false);
+                    return Ok::<bool, String>(false);
                 }
             }
         }
         Ok(true)
     })
     .await;
-    let complete = match read {
-        Ok(Ok(complete)) => complete,
-        Ok(Err(error)) => {
-            return GatewayError::upstream_unavailable(upstream, "error body was cut off")
-                .with_internal(format!("reading the upstream error body: {error}"))
-                .into_response()
-        }
-        Err(_) => {
-            return GatewayError::upstream_unavailable(upstream, "error body timed out")
-                .into_response()
+    match read {
+        Ok(Ok(true)) => Ok(ErrorBody::Complete(buffer.freeze())),
+        Ok(Ok(false)) => Ok(ErrorBody::TooLong(buffer.freeze())),
+        Ok(Err(error)) => Err(GatewayError::upstream_unavailable(
+            upstream,
+            "error body was cut off",
+        )
+        .with_internal(format!("reading the upstream error body: {error}"))),
+        Err(_) => Err(GatewayError::upstream_unavailable(
+            upstream,
+            "error body timed out",
+        )),
+    }
+}
+
+/// Whether an error body (decoded as needed) is one of the manager's typed errors (a JSON
+/// object with an `error_code`): the manager is alive and speaking about a pipeline, not an
+/// endpoint (or a proxy in front of it) failing.
+pub async fn is_manager_error(headers: &HeaderMap, body: &ErrorBody) -> bool {
+    let ErrorBody::Complete(raw) = body else {
+        return false;
+    };
+    let codings = decode::codings(headers);
+    let decoded = if codings.is_empty() {
+        raw.clone()
+    } else {
+        match decode::decode(raw.clone(), &codings, MAX_ERROR_BODY).await {
+            Ok(decoded) => decoded,
+            Err(_) => return false,
         }
     };
-    let raw = buffer.freeze();
+    serde_json::from_slice::<Map<String, Value>>(&decoded)
+        .is_ok_and(|object| object.get("error_code").is_some_and(Value::is_string))
+}
+
+/// Normalizes an upstream error response (see the module docs).
+pub async fn normalize(response: http::Response<Incoming>, upstream: &str, path: &str) -> Response {
+    let (parts, incoming) = response.into_parts();
+    match read_error_body(incoming, upstream).await {
+        Ok(body) => normalize_read(parts, body, path).await,
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Normalizes an upstream error response whose body was already read.
+pub async fn normalize_read(parts: http::response::Parts, body: ErrorBody, path: &str) -> Response {
+    let (raw, complete) = match body {
+        ErrorBody::Complete(raw) => (raw, true),
+        ErrorBody::TooLong(raw) => (raw, false),
+    };
     let codings = decode::codings(&parts.headers);
     let decoded = if !complete {
         // Too long to judge: the first part is quoted, never the whole body passed on.

@@ -1,53 +1,91 @@
-//! One upstream (a pipeline manager) and its replicas ([`Upstream`]): endpoint choice,
-//! passive health, and the pooled HTTP client toward it.
+//! One upstream (a pipeline manager) and its replicas ([`Upstream`]): which endpoint gets a
+//! request, the connections to each, health, and the retry budget.
 //!
-//! Endpoints are chosen round robin. An endpoint that refuses or times out a connection is
-//! skipped for `unhealthy_cooldown`; when every endpoint is skipped the pool answers 503
-//! `NoHealthyUpstream` with `Retry-After` set to the shortest remaining cooldown, instead of
-//! waiting on connections known to fail. Keep-alive connections are pooled per endpoint and
-//! closed after `pool_idle_timeout` (the client has its own timer for that).
+//! Endpoints are chosen round robin among the available ones (see [`super::endpoint`]). When
+//! none is available — every one ejected or failing its health checks — the upstream is in
+//! **panic mode** and tries them all anyway (health checks and outlier detection can be wrong;
+//! refusing every request would be worse): a dead manager is then answered with 502
+//! `UpstreamUnavailable`, fast. Only when every endpoint is *draining* (an operator took them
+//! out) is the answer 503 `NoHealthyUpstream`. Ejection never takes out more than
+//! `max_ejected_percent` of the endpoints (but at least one may always go).
+//!
+//! Connections: each endpoint has its own pool ([`super::pool`]); this module opens new ones
+//! (TCP with `connect_timeout`, TLS for `https`, HTTP/1.1 handshake) and gives each its own
+//! task, which holds the pool's permit until the connection closes.
+//!
+//! Active health checks (`[upstreams.health]`), when configured, run in the runtime's
+//! background ([`Upstream::run_health_checks`]), which also closes idle connections past their
+//! timeout.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, Scheme};
-use http::HeaderValue;
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::OwnedSemaphorePermit;
+use tower::ServiceExt as _;
 
+use super::endpoint::{millis_since, Endpoint, Observation};
+use super::pool::PoolLimits;
+use super::retry::RetryBudget;
 use crate::body::Body;
 use crate::clock::Clock;
-use crate::config::{CredentialsMode, Problems, UpstreamConfig};
+use crate::config::{CredentialsMode, HealthConfig, OutlierConfig, Problems, UpstreamConfig};
 use crate::errors::GatewayError;
 
-/// The client type toward upstreams (plain HTTP or HTTPS).
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
-
-/// One replica of the upstream.
-#[derive(Debug)]
-pub struct EndpointState {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// Milliseconds since the pool's epoch until which the endpoint is skipped; 0 = healthy.
-    down_until_ms: AtomicU64,
+/// Why a new connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connection refused")]
+    Refused(#[source] crate::body::BoxError),
+    #[error("connect timed out")]
+    TimedOut,
+    #[error("connect failed")]
+    Failed(#[source] crate::body::BoxError),
+    #[error("HTTP handshake failed")]
+    Handshake(#[source] hyper::Error),
 }
 
-/// An upstream: its name, replicas, client and per-upstream settings.
+impl ConnectError {
+    /// The fixed reason clients see.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::Refused(_) => "connection refused",
+            ConnectError::TimedOut => "connect timed out",
+            ConnectError::Failed(_) => "connect failed",
+            ConnectError::Handshake(_) => "connect failed",
+        }
+    }
+}
+
+/// An upstream: its name, replicas and per-upstream settings.
 pub struct Upstream {
     pub name: Arc<str>,
     pub request_timeout: Duration,
     pub credentials: CredentialsMode,
     /// `Bearer <key>` for `credentials = "replace"`, read from the environment at start.
     pub replacement_authorization: Option<HeaderValue>,
-    endpoints: Vec<EndpointState>,
+    pub endpoints: Vec<Endpoint>,
+    pub retries: RetryBudget,
+    /// Largest request body kept so that an idempotent request can be sent again.
+    pub retry_buffer: usize,
+    /// Requests open at once per pipeline (0: no quota), and a principal's floor.
+    pub pipeline_concurrency: usize,
+    pub per_principal_min: usize,
+    outlier: OutlierConfig,
+    base_ejection: Duration,
+    health: Option<HealthConfig>,
     next: AtomicUsize,
-    cooldown: Duration,
     clock: Arc<dyn Clock>,
     epoch: Instant,
-    client: UpstreamClient,
+    connector: HttpsConnector<HttpConnector>,
+    connect_timeout: Duration,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -68,14 +106,17 @@ impl Upstream {
         clock: Arc<dyn Clock>,
     ) -> Result<Upstream, Problems> {
         let mut problems = Problems::default();
+        let limits = PoolLimits {
+            max_connections: config.max_connections,
+            max_pending: config.max_pending,
+            pending_timeout: config.pending_timeout,
+            idle_timeout: config.pool_idle_timeout,
+            max_idle: config.pool_max_idle_per_endpoint,
+        };
         let endpoints = config
             .endpoints
             .iter()
-            .map(|url| EndpointState {
-                scheme: url.scheme.clone(),
-                authority: url.authority.clone(),
-                down_until_ms: AtomicU64::new(0),
-            })
+            .map(|url| Endpoint::new(url.scheme.clone(), url.authority.clone(), limits))
             .collect();
         let replacement_authorization = match (config.credentials, &config.bearer_env) {
             (CredentialsMode::Replace, Some(var)) => match std::env::var(var) {
@@ -109,31 +150,37 @@ impl Upstream {
             credentials: config.credentials,
             replacement_authorization,
             endpoints,
+            retries: RetryBudget::new(config.retry.budget_percent, config.retry.min_per_second),
+            retry_buffer: config.retry.buffer_bytes,
+            pipeline_concurrency: config.pipeline_concurrency,
+            per_principal_min: config.per_principal_min,
+            outlier: config.outlier.clone(),
+            base_ejection: config.base_ejection(),
+            health: config.health.clone(),
             next: AtomicUsize::new(0),
-            cooldown: config.unhealthy_cooldown,
             clock,
             epoch,
-            client: build_client(config),
+            connector: crate::outbound::https_connector(config.connect_timeout),
+            connect_timeout: config.connect_timeout,
         })
-    }
-
-    pub fn client(&self) -> &UpstreamClient {
-        &self.client
     }
 
     pub fn endpoint_count(&self) -> usize {
         self.endpoints.len()
     }
 
-    fn now_ms(&self) -> u64 {
-        // +1 so that 0 always means "healthy".
-        let elapsed = self.clock.instant().saturating_duration_since(self.epoch);
-        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX - 1) + 1
+    /// Now, in the milliseconds ejections are kept in.
+    pub fn now_ms(&self) -> u64 {
+        millis_since(self.epoch, self.clock.instant())
     }
 
-    /// The next endpoint to try, skipping those in cooldown and those in `tried`
-    /// (a bitmask of endpoint indexes, for retries).
-    pub fn choose(&self, tried: u64) -> Result<(usize, &EndpointState), GatewayError> {
+    pub fn instant(&self) -> Instant {
+        self.clock.instant()
+    }
+
+    /// The next endpoint to try, skipping those in `tried` (a bitmask of indexes, for
+    /// retries); see the module docs for panic mode and draining.
+    pub fn choose(&self, tried: u64) -> Result<(usize, &Endpoint), GatewayError> {
         let n = self.endpoints.len();
         let start = if n == 1 {
             0
@@ -141,49 +188,232 @@ impl Upstream {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
         let now = self.now_ms();
-        let mut soonest = u64::MAX;
-        for offset in 0..n {
-            let index = (start + offset) % n;
-            if index < 64 && tried & (1 << index) != 0 {
+        let untried = |index: usize| index >= 64 || tried & (1 << index) == 0;
+        let candidates = (0..n)
+            .map(|offset| (start + offset) % n)
+            .filter(|i| untried(*i));
+        if let Some(index) = candidates
+            .clone()
+            .find(|i| self.endpoints[*i].is_available(now))
+        {
+            return Ok((index, &self.endpoints[index]));
+        }
+        // Panic mode: nothing is available, so anything not drained is tried.
+        if let Some(index) = candidates
+            .clone()
+            .find(|i| !self.endpoints[*i].is_draining())
+        {
+            return Ok((index, &self.endpoints[index]));
+        }
+        if self.endpoints.iter().all(Endpoint::is_draining) {
+            return Err(GatewayError::no_healthy_upstream(&self.name, 1));
+        }
+        Err(GatewayError::internal("every endpoint was tried"))
+    }
+
+    /// Records what a request saw at endpoint `index`, ejecting it when its errors ask for
+    /// it and `max_ejected_percent` allows.
+    pub fn observe(&self, index: usize, observation: Observation, reason: &str) {
+        let Some(endpoint) = self.endpoints.get(index) else {
+            return;
+        };
+        if !endpoint.observe(observation, &self.outlier, reason) {
+            return;
+        }
+        let now = self.now_ms();
+        let ejected = self.endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        let allowed =
+            (self.endpoints.len() * self.outlier.max_ejected_percent as usize / 100).max(1);
+        if ejected >= allowed {
+            tracing::warn!(upstream = %self.name, endpoint = %endpoint.url(), %reason,
+                "endpoint failing, but max_ejected_percent keeps it in rotation");
+            return;
+        }
+        let length = endpoint.eject(now, self.base_ejection, self.outlier.max_ejection);
+        tracing::warn!(upstream = %self.name, endpoint = %endpoint.url(), %reason,
+            ejected_for = ?length, "endpoint ejected");
+    }
+
+    /// Every endpoint's state, for operators (`GET /upstreams` on the admin listener).
+    pub fn status(&self) -> serde_json::Value {
+        let now = self.now_ms();
+        let endpoints: Vec<serde_json::Value> = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, e)| {
+                let last_error = e.last_error().map(|error| {
+                    serde_json::json!({
+                        "reason": error.reason,
+                        "at": error.at.duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64()),
+                    })
+                });
+                serde_json::json!({
+                    "index": index,
+                    "url": e.url(),
+                    "available": e.is_available(now),
+                    "healthy": e.is_healthy(),
+                    "ejected_for_s": e.ejected_for_ms(now) as f64 / 1000.0,
+                    "draining": e.is_draining(),
+                    "connections": { "open": e.pool.open(), "idle": e.pool.idle_count(), "pending": e.pool.pending() },
+                    "last_error": last_error,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": &*self.name,
+            "health_checks": self.health.is_some(),
+            "endpoints": endpoints,
+        })
+    }
+
+    /// A new connection to endpoint `index`; its task keeps `permit` while it is open.
+    pub async fn connect(
+        &self,
+        index: usize,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<SendRequest<Body>, ConnectError> {
+        let endpoint = &self.endpoints[index];
+        let uri = Uri::builder()
+            .scheme(endpoint.scheme.clone())
+            .authority(endpoint.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ConnectError::Failed(e.into()))?;
+        let connecting = self.connector.clone().oneshot(uri);
+        let io = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => return Err(ConnectError::TimedOut),
+            Ok(Err(error)) => {
+                let refused = find_io_kind(&*error) == Some(std::io::ErrorKind::ConnectionRefused);
+                let timed_out = find_io_kind(&*error) == Some(std::io::ErrorKind::TimedOut)
+                    || error.to_string().contains("timed out");
+                return Err(if refused {
+                    ConnectError::Refused(error)
+                } else if timed_out {
+                    ConnectError::TimedOut
+                } else {
+                    ConnectError::Failed(error)
+                });
+            }
+            Ok(Ok(io)) => io,
+        };
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let upstream = self.name.clone();
+        tokio::spawn(async move {
+            // The permit counts this connection against `max_connections` until it closes.
+            let _permit = permit;
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%upstream, %error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Active health checks (when configured) and pool upkeep until `stop` completes.
+    pub async fn run_health_checks(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let interval = self.health.as_ref().map_or(Duration::from_secs(1), |h| {
+            h.interval.min(Duration::from_secs(1))
+        });
+        let mut next_check = Instant::now();
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            for endpoint in &self.endpoints {
+                endpoint.pool.prune();
+            }
+            let Some(health) = &self.health else {
+                continue;
+            };
+            if Instant::now() < next_check {
                 continue;
             }
-            let endpoint = &self.endpoints[index];
-            let down_until = endpoint.down_until_ms.load(Ordering::Relaxed);
-            if down_until <= now {
-                return Ok((index, endpoint));
-            }
-            soonest = soonest.min(down_until - now);
+            next_check = Instant::now() + health.interval;
+            let checks = self
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(index, _)| self.check(index, health));
+            futures_util::future::join_all(checks).await;
         }
-        let retry_after_s = if soonest == u64::MAX {
-            self.cooldown.as_secs().max(1)
-        } else {
-            soonest.div_ceil(1000).max(1)
+    }
+
+    /// One active check of endpoint `index`.
+    async fn check(&self, index: usize, health: &HealthConfig) {
+        let endpoint = &self.endpoints[index];
+        let outcome = tokio::time::timeout(health.timeout, self.probe(index, &health.path)).await;
+        let (passed, reason) = match outcome {
+            Ok(Ok(status)) if status.is_success() => (true, String::new()),
+            Ok(Ok(status)) => (false, format!("answered {status}")),
+            Ok(Err(reason)) => (false, reason),
+            Err(_) => (false, "timed out".to_owned()),
         };
-        Err(GatewayError::no_healthy_upstream(&self.name, retry_after_s))
-    }
-
-    /// Records that `index` failed to connect: skip it for the cooldown.
-    pub fn mark_down(&self, index: usize) {
-        let until = self.now_ms() + self.cooldown.as_millis() as u64;
-        self.endpoints[index]
-            .down_until_ms
-            .store(until, Ordering::Relaxed);
-    }
-
-    /// Records that `index` answered: it is healthy again.
-    pub fn mark_up(&self, index: usize) {
-        let state = &self.endpoints[index].down_until_ms;
-        if state.load(Ordering::Relaxed) != 0 {
-            state.store(0, Ordering::Relaxed);
+        if let Some(healthy) = endpoint.checked(
+            passed,
+            health.unhealthy_after,
+            health.healthy_after,
+            &reason,
+        ) {
+            if healthy {
+                tracing::info!(upstream = %self.name, endpoint = %endpoint.url(), "endpoint healthy again");
+            } else {
+                tracing::warn!(upstream = %self.name, endpoint = %endpoint.url(), %reason, "endpoint unhealthy");
+            }
         }
+    }
+
+    /// `GET path` on a connection of its own (outside the pool and its cap).
+    async fn probe(&self, index: usize, path: &str) -> Result<http::StatusCode, String> {
+        let endpoint = &self.endpoints[index];
+        let uri = Uri::builder()
+            .scheme(endpoint.scheme.clone())
+            .authority(endpoint.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| e.to_string())?;
+        let io = self
+            .connector
+            .clone()
+            .oneshot(uri)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake::<_, Empty<Bytes>>(io)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let driving = tokio::spawn(connection);
+        let path = PathAndQuery::try_from(path).map_err(|e| e.to_string())?;
+        let request = http::Request::get(path.as_str())
+            .header(http::header::HOST, endpoint.authority.as_str())
+            .header(http::header::USER_AGENT, "pipeline-gateway-health-check")
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let _ = response.into_body().collect().await;
+        drop(sender);
+        driving.abort();
+        Ok(status)
     }
 }
 
-fn build_client(config: &UpstreamConfig) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_endpoint)
-        .build(crate::outbound::https_connector(config.connect_timeout))
+/// The kind of the first I/O error in `error`'s chain.
+fn find_io_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = cause.source();
+    }
+    None
 }

@@ -7,6 +7,12 @@
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /config`: the running configuration as JSON — secrets redacted (API key hashes,
 //!   shared-secret sources, passwords in URLs) — with its hash and load time.
+//! - `GET /upstreams`: every upstream's endpoints: availability, health, ejection, draining,
+//!   open/idle/pending connections, last error.
+//! - `POST /upstreams/{name}/endpoints/{i}/drain` (and `…/undrain`): stop (or resume) sending
+//!   new requests to an endpoint, e.g. for a manager upgrade; open requests and streams go
+//!   on. Draining lasts as long as the upstream's settings are unchanged (a reload that
+//!   changes them starts fresh).
 //! - `POST /reload`: reloads the configuration file; 200 `{"status":"reloaded","hash",…}`, or
 //!   400 `InvalidConfiguration` in the error schema with every problem
 //!   (`details.problems: [{"path","message"}]`) while the running configuration stays.
@@ -133,7 +139,14 @@ async fn answer(
                     .into_response(),
             }
         }
-        (_, "/livez" | "/readyz" | "/metrics" | "/config") => {
+        (Method::GET, "/upstreams") => {
+            let runtime = current.load().runtime.clone();
+            let upstreams: Vec<serde_json::Value> =
+                runtime.upstreams.iter().map(|u| u.status()).collect();
+            json_response(&json!({ "upstreams": upstreams }))
+        }
+        (Method::POST, path) if path.starts_with("/upstreams/") => drain_endpoint(&current, path),
+        (_, "/livez" | "/readyz" | "/metrics" | "/config" | "/upstreams") => {
             GatewayError::method_not_allowed(&Method::POST, &path, "GET").into_response()
         }
         (_, "/reload") => {
@@ -141,6 +154,43 @@ async fn answer(
         }
         _ => GatewayError::unknown_endpoint(&path).into_response(),
     }
+}
+
+/// `POST /upstreams/{name}/endpoints/{i}/drain|undrain`.
+fn drain_endpoint(current: &Current, path: &str) -> Response<Body> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (name, index, action) = match parts.as_slice() {
+        ["upstreams", name, "endpoints", index, action @ ("drain" | "undrain")] => {
+            (*name, *index, *action)
+        }
+        _ => return GatewayError::unknown_endpoint(path).into_response(),
+    };
+    let runtime = current.load().runtime.clone();
+    let Some(upstream) = runtime.upstreams.iter().find(|u| &*u.name == name) else {
+        return GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownUpstream",
+            format!("No upstream is named '{name}'"),
+        )
+        .with_details(json!({ "upstream": name }))
+        .into_response();
+    };
+    let Some(endpoint) = index
+        .parse::<usize>()
+        .ok()
+        .and_then(|i| upstream.endpoints.get(i))
+    else {
+        return GatewayError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownEndpoint",
+            format!("Upstream '{name}' has no endpoint {index}"),
+        )
+        .with_details(json!({ "upstream": name, "endpoint": index }))
+        .into_response();
+    };
+    endpoint.set_draining(action == "drain");
+    tracing::info!(upstream = %name, endpoint = %endpoint.url(), %action, "endpoint {action}ed by an operator");
+    json_response(&upstream.status())
 }
 
 /// Serves the admin endpoints until `shutdown` completes, then drains.
