@@ -46,7 +46,9 @@ use serde_json::{Map, Number, Value};
 use crate::config::auth::{AuthConfig, JwtProviderConfig};
 use crate::config::Problems;
 
-use super::jwks::{algorithm, JwksCache, KeySet, KeySetMetrics, VerifyKey};
+use super::jwks::fetch::http_client;
+use super::jwks::{IssuerKeySet, KeySetMetrics, KeySetSettings};
+use super::keys::{algorithm, KeySet, VerifyKey};
 use super::{AuthError, Identity, Principal, Reason, Role};
 use crate::clock::Clock;
 
@@ -71,7 +73,7 @@ pub struct JwtProvider {
     tenant_claim: Option<String>,
     required_claims: Vec<String>,
     /// The issuer's published key set (asymmetric keys only), when it has one.
-    pub jwks: Option<JwksCache>,
+    pub jwks: Option<IssuerKeySet>,
     /// Shared secrets from configuration (HS256/384/512): never from a key set.
     hmac: KeySet,
 }
@@ -85,8 +87,6 @@ impl JwtProvider {
         metrics: &KeySetMetrics,
     ) -> Result<JwtProvider, Problems> {
         let mut problems = Problems::default();
-        let has_key_set =
-            config.jwks_file.is_some() || config.jwks_url.is_some() || config.discovery;
         let mut hmac = Vec::with_capacity(config.hmac_keys.len());
         for (j, key) in config.hmac_keys.iter().enumerate() {
             match key
@@ -97,8 +97,9 @@ impl JwtProvider {
                 Err(reason) => problems.push(format!("{at}.hmac_keys[{j}]"), reason),
             }
         }
-        let jwks = if has_key_set {
-            match JwksCache::new(config, clock, metrics.clone()) {
+        let jwks = if let Some(settings) = KeySetSettings::of(config) {
+            let client = settings.source.is_remote().then(http_client);
+            match IssuerKeySet::new(settings, client, clock, metrics.clone()) {
                 Ok(jwks) => Some(jwks),
                 Err(reason) => {
                     problems.push(format!("{at}.jwks_file"), reason);
@@ -129,7 +130,7 @@ pub enum Outcome {
     /// Every check passed; the token expires at `exp` (Unix seconds).
     Verified { identity: Identity, exp: f64 },
     /// The key set of `providers()[provider]` lacks the token's key (or was never loaded):
-    /// refetch with [`JwksCache::refetch`]`(generation)` and verify again without refetching.
+    /// refetch with [`IssuerKeySet::refetch`]`(generation)` and verify again without refetching.
     NeedKeys { provider: usize, generation: u64 },
 }
 
@@ -217,8 +218,8 @@ impl JwtVerifier {
         // The issuer's keys: its configured secrets and its published set. A set that was
         // never loaded lacks every key (refetch, or 503 when that was done already).
         let jwks = provider.jwks.as_ref();
-        let generation = jwks.map_or(0, JwksCache::generation);
-        let published = jwks.and_then(JwksCache::keys);
+        let generation = jwks.map_or(0, IssuerKeySet::generation);
+        let published = jwks.and_then(IssuerKeySet::keys);
         let need_keys = || {
             if may_refetch {
                 Ok(Outcome::NeedKeys {

@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::Either;
 use futures_util::FutureExt as _;
@@ -46,7 +46,7 @@ use super::apikey::{self, ApiKeyStore};
 use super::authorize::{authorize, select_tenant, Requirement, RoutePolicy};
 use super::cache::{token_key, TokenCache};
 use super::credential;
-use super::jwks::{JwksCache, KeySetMetrics};
+use super::jwks::{IssuerKeySet, KeySetMetrics};
 use super::jwt::{JwtVerifier, Outcome, MAX_TOKEN_BYTES};
 use super::{AuthError, Credential, Identity, Principal, Reason, Role};
 
@@ -185,16 +185,6 @@ impl Authenticator {
     /// Signature verifications actually performed so far.
     pub fn verifications(&self) -> u64 {
         self.metrics.verifications.get()
-    }
-
-    /// Key-set fetches attempted so far, over all issuers.
-    pub fn jwks_fetches(&self) -> u64 {
-        self.jwt
-            .providers()
-            .iter()
-            .filter_map(|p| p.jwks.as_ref())
-            .map(|jwks| jwks.fetches())
-            .sum()
     }
 
     /// `Err` while some issuer has never had a key set loaded.
@@ -384,49 +374,39 @@ impl Authenticator {
         insert_principal(request, principal).map_err(AuthError::Internal)
     }
 
-    /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace) and
-    /// re-reading `api_keys_file` when it changes.
+    /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace, as
+    /// its schedule says) and re-reading `api_keys_file` when it changes.
     pub async fn run_background(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let key_sets: Vec<&JwksCache> = self
+        if self.mode == AuthMode::Off {
+            return;
+        }
+        let key_sets: Vec<&IssuerKeySet> = self
             .jwt
             .providers()
             .iter()
             .filter_map(|p| p.jwks.as_ref())
             .collect();
-        if self.mode == AuthMode::Off {
-            return;
-        }
         tokio::pin!(shutdown);
-        let start = Instant::now();
-        // A file-based set was loaded at start; others are fetched at once.
-        let mut due: Vec<Instant> = key_sets
-            .iter()
-            .map(|jwks| {
-                if jwks.keys().is_some() {
-                    start + jwks.refresh_interval()
-                } else {
-                    start
-                }
-            })
-            .collect();
-        let mut keys_due = start + self.api_keys_reload;
+        let mut keys_due = self.clock.instant() + self.api_keys_reload;
         loop {
-            let next = due.iter().copied().min().unwrap_or(keys_due).min(keys_due);
+            let next = key_sets
+                .iter()
+                .map(|jwks| jwks.next_refresh())
+                .fold(keys_due, std::cmp::min);
+            let wait = next.saturating_duration_since(self.clock.instant());
             tokio::select! {
                 () = &mut shutdown => return,
-                () = tokio::time::sleep_until(next.into()) => {}
+                () = tokio::time::sleep(wait) => {}
             }
-            let now = Instant::now();
-            for (jwks, due) in key_sets.iter().zip(due.iter_mut()) {
-                if *due <= now {
-                    let wait = tokio::select! {
+            for jwks in &key_sets {
+                if jwks.next_refresh() <= self.clock.instant() {
+                    tokio::select! {
                         () = &mut shutdown => return,
-                        wait = jwks.refresh() => wait,
-                    };
-                    *due = Instant::now() + wait;
+                        _ = jwks.refresh_if_due() => {}
+                    }
                 }
             }
-            if keys_due <= now {
+            if keys_due <= self.clock.instant() {
                 match self.api_keys.reload_if_changed() {
                     Ok(true) => tracing::info!(keys = self.api_keys.len(), "API keys reloaded"),
                     Ok(false) => {}
@@ -434,7 +414,7 @@ impl Authenticator {
                         tracing::warn!(%reason, "API keys file not reloaded; keeping the previous keys")
                     }
                 }
-                keys_due = Instant::now() + self.api_keys_reload;
+                keys_due = self.clock.instant() + self.api_keys_reload;
             }
         }
     }

@@ -9,7 +9,7 @@
 //! the principal.
 //!
 //! Split by concern: [`credential`] reads what was presented, [`apikey`] and [`jwt`] (with
-//! [`jwks`] and [`cache`]) verify it, [`authorize`] decides what it may do, [`error`] is the one
+//! [`keys`], [`jwks`] and [`cache`]) verify it, [`authorize`] decides what it may do, [`error`] is the one
 //! error type and its one conversion to the gateway's error schema, [`layer`] ties them into
 //! the stack, and [`cli`] backs `pipeline-gateway apikey …`. The [`Principal`] it makes lives
 //! on the ground floor (`crate::principal`), where every later layer reads it.
@@ -22,6 +22,7 @@ pub mod credential;
 pub mod error;
 pub mod jwks;
 pub mod jwt;
+pub mod keys;
 pub mod layer;
 
 use http::{HeaderName, HeaderValue};
