@@ -8,15 +8,18 @@
 //! `proxy::headers` applies `credentials = pass|strip|replace` and sets `Feldera-Tenant` from
 //! the principal.
 //!
-//! Split by concern: [`credential`] reads what was presented, [`apikey`] and [`jwt`] (with
-//! [`keys`], [`jwks`] and [`cache`]) verify it, [`authorize`] decides what it may do, [`error`] is the one
-//! error type and its one conversion to the gateway's error schema, [`layer`] ties them into
-//! the stack, and [`cli`] backs `pipeline-gateway apikey …`. The [`Principal`] it makes lives
+//! Split by concern: [`credential`] reads what was presented; [`apikey`] and [`jwt`] verify it
+//! ([`jwt`] ties the token parser [`token`], the claims checks [`claims`], the keys [`keys`]
+//! and the issuers' key sets [`jwks`]; [`cache`] remembers verified tokens); [`authorize`]
+//! decides what it may do; [`error`] is the one error type and its one conversion to the
+//! gateway's error schema; [`layer`] ties them into the stack; [`cli`] backs
+//! `pipeline-gateway apikey …`. The [`Principal`] it makes lives
 //! on the ground floor (`crate::principal`), where every later layer reads it.
 
 pub mod apikey;
 pub mod authorize;
 pub mod cache;
+pub mod claims;
 pub mod cli;
 pub mod credential;
 pub mod error;
@@ -24,6 +27,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod layer;
+pub mod token;
 
 use http::{HeaderName, HeaderValue};
 
