@@ -61,7 +61,7 @@ pub fn is_well_formed(key: &str) -> bool {
 }
 
 /// One configured key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct ApiKey {
     name: Arc<str>,
     hash: [u8; 32],
@@ -130,6 +130,18 @@ impl ApiKeyStore {
         self.table.load_full()
     }
 
+    /// Whether this store holds the keys `config` names: the same inline keys and the same
+    /// `api_keys_file` (whose contents it re-reads by itself).
+    pub fn has_keys_of(&self, config: &AuthConfig) -> bool {
+        self.file == config.api_keys_file
+            && self.inline.len() == config.api_keys.len()
+            && self
+                .inline
+                .iter()
+                .zip(&config.api_keys)
+                .all(|(key, config)| *key == ApiKey::from_config(config))
+    }
+
     /// Re-reads `api_keys_file` if it changed; `Ok(true)` when the keys were replaced.
     /// On error the previous keys stay.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
@@ -137,7 +149,9 @@ impl ApiKeyStore {
             .map_err(|problems| problems.to_string())
     }
 
-    fn reload(&self, at: &str) -> Result<bool, Problems> {
+    /// Re-reads `api_keys_file` if it changed (problems under `at`); `Ok(true)` when the keys
+    /// were replaced. On error the previous keys stay.
+    pub fn reload(&self, at: &str) -> Result<bool, Problems> {
         let Some(path) = &self.file else {
             return Ok(false);
         };

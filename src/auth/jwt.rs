@@ -9,7 +9,7 @@
 //!    missing → `missing_claim`, unknown → `invalid_issuer`. The provider's `algorithms`
 //!    allowlist then applies (`unsupported_algorithm`).
 //! 5. Claims, before the signature (cheap checks first; nothing they reveal is secret): the
-//!    issuer's [`ClaimRules`] (`token_expired`, `token_not_yet_valid`, `invalid_audience`,
+//!    issuer's [`ClaimRules`](super::claims::ClaimRules) (`token_expired`, `token_not_yet_valid`, `invalid_audience`,
 //!    `missing_claim`).
 //! 6. Key: by `kid` among the provider's configured shared secrets (`hmac_keys`, the only
 //!    source of HS* keys) and its key set (asymmetric keys only). A token without `kid` is
@@ -22,175 +22,90 @@
 //!
 //! The principal is `jwt:<iss>#<sub>`, with the role and tenants its claims give.
 
-use std::sync::Arc;
-
 use http::HeaderName;
-use jsonwebtoken::Algorithm;
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::auth::{AuthConfig, JwtProviderConfig};
-use crate::config::Problems;
-
-use super::claims::{self, ClaimRules};
-use super::jwks::fetch::http_client;
-use super::jwks::{IssuerKeySet, KeySetMetrics, KeySetSettings};
-use super::keys::{KeySet, VerifyKey};
+use super::claims;
+use super::jwks::IssuerKeySet;
+use super::policy::IssuerPolicy;
+use super::state::IssuerKeys;
 use super::token::Token;
 use super::{AuthError, Identity, Principal, Reason};
-use crate::clock::Clock;
 
 pub use super::token::MAX_TOKEN_BYTES;
 
 /// Most keys tried for one token without a `kid`.
 const MAX_KEYS_TRIED: usize = 8;
 
-/// One `[[auth.jwt]]` provider at run time.
-#[derive(Debug)]
-pub struct JwtProvider {
-    issuer: Arc<str>,
-    algorithms: Vec<Algorithm>,
-    rules: ClaimRules,
-    /// The issuer's published key set (asymmetric keys only), when it has one.
-    pub jwks: Option<IssuerKeySet>,
-    /// Shared secrets from configuration (HS256/384/512): never from a key set.
-    hmac: KeySet,
-}
-
-impl JwtProvider {
-    /// Builds the provider at key path `at`: reads its shared secrets and its `jwks_file`.
-    fn new(
-        config: &JwtProviderConfig,
-        at: &str,
-        clock: Arc<dyn Clock>,
-        metrics: &KeySetMetrics,
-    ) -> Result<JwtProvider, Problems> {
-        let mut problems = Problems::default();
-        let mut hmac = Vec::with_capacity(config.hmac_keys.len());
-        for (j, key) in config.hmac_keys.iter().enumerate() {
-            match key
-                .load_secret()
-                .and_then(|secret| VerifyKey::hmac(key.kid.clone(), &secret))
-            {
-                Ok(key) => hmac.push(key),
-                Err(reason) => problems.push(format!("{at}.hmac_keys[{j}]"), reason),
-            }
-        }
-        let jwks = if let Some(settings) = KeySetSettings::of(config) {
-            let client = settings.source.is_remote().then(http_client);
-            match IssuerKeySet::new(settings, client, clock, metrics.clone()) {
-                Ok(jwks) => Some(jwks),
-                Err(reason) => {
-                    problems.push(format!("{at}.jwks_file"), reason);
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        problems.into_result(JwtProvider {
-            issuer: config.issuer.as_str().into(),
-            algorithms: config.algorithms.iter().map(|a| a.0).collect(),
-            rules: ClaimRules::new(config),
-            jwks,
-            hmac: KeySet::from_keys(hmac),
-        })
-    }
-}
-
 /// What verifying a token led to.
 #[derive(Debug)]
 pub enum Outcome {
     /// Every check passed; the token expires at `exp` (Unix seconds).
     Verified { identity: Identity, exp: f64 },
-    /// The key set of `providers()[provider]` lacks the token's key (or was never loaded):
-    /// refetch with [`IssuerKeySet::refetch`]`(generation)` and verify again without refetching.
-    NeedKeys { provider: usize, generation: u64 },
+    /// The key set of issuer `issuer` (an index) lacks the token's key (or was never loaded):
+    /// refetch with [`IssuerKeySet::refetch`]`(generation)` and verify again without
+    /// refetching.
+    NeedKeys { issuer: usize, generation: u64 },
 }
 
-/// All JWT providers.
-#[derive(Debug)]
-pub struct JwtVerifier {
-    providers: Vec<JwtProvider>,
-    claim_headers: Vec<(String, HeaderName)>,
-    verifications: Counter,
+/// Verifies tokens against the issuers' rules (policy) and keys (state), which it borrows.
+pub struct Verifier<'a> {
+    /// `[[auth.jwt]]` rules, in order.
+    pub issuers: &'a [IssuerPolicy],
+    /// Their keys, in the same order.
+    pub keys: &'a [IssuerKeys],
+    /// `[auth] claim_headers`: claim name → header name.
+    pub claim_headers: &'a [(String, HeaderName)],
+    /// Counts signature verifications actually performed.
+    pub verifications: &'a Counter,
 }
 
-impl JwtVerifier {
-    /// Builds every provider of `config` (at key path `at`, for problems).
-    pub fn new(
-        config: &AuthConfig,
-        at: &str,
-        clock: Arc<dyn Clock>,
-        verifications: Counter,
-        key_sets: &KeySetMetrics,
-    ) -> Result<JwtVerifier, Problems> {
-        let mut problems = Problems::default();
-        let mut providers = Vec::with_capacity(config.jwt.len());
-        for (i, provider) in config.jwt.iter().enumerate() {
-            match JwtProvider::new(provider, &format!("{at}.jwt[{i}]"), clock.clone(), key_sets) {
-                Ok(provider) => providers.push(provider),
-                Err(more) => problems.extend(more),
-            }
-        }
-        problems.into_result(JwtVerifier {
-            providers,
-            claim_headers: config
-                .claim_headers
-                .iter()
-                .map(|(claim, header)| (claim.clone(), header.0.clone()))
-                .collect(),
-            verifications,
-        })
-    }
-
-    pub fn providers(&self) -> &[JwtProvider] {
-        &self.providers
-    }
-
+impl Verifier<'_> {
     /// Verifies `token` at `now` (Unix seconds). With `may_refetch`, a missing key gives
     /// [`Outcome::NeedKeys`] instead of an error.
     pub fn verify(&self, token: &str, now: f64, may_refetch: bool) -> Result<Outcome, AuthError> {
         let token = Token::parse(token)?;
         let claims = &token.claims;
         let issuer = claims::issuer(claims)?;
-        let (index, provider) = self
-            .providers
+        let (index, rules) = self
+            .issuers
             .iter()
             .enumerate()
             .find(|(_, p)| *p.issuer == *issuer)
             .ok_or(Reason::InvalidIssuer)?;
+        let keys = self.keys.get(index).ok_or(Reason::InvalidIssuer)?;
         let alg = token.alg;
-        if !provider.algorithms.contains(&alg) {
+        if !rules.algorithms.contains(&alg) {
             return Err(Reason::UnsupportedAlgorithm.into());
         }
-        let checked = provider.rules.check(claims, now)?;
+        let checked = rules.claims.check(claims, now)?;
 
         // The issuer's keys: its configured secrets and its published set. A set that was
         // never loaded lacks every key (refetch, or 503 when that was done already).
-        let jwks = provider.jwks.as_ref();
+        let jwks = keys.published.as_deref();
         let generation = jwks.map_or(0, IssuerKeySet::generation);
         let published = jwks.and_then(IssuerKeySet::keys);
         let need_keys = || {
             if may_refetch {
                 Ok(Outcome::NeedKeys {
-                    provider: index,
+                    issuer: index,
                     generation,
                 })
             } else if published.is_none() {
                 Err(AuthError::Unavailable {
-                    issuer: provider.issuer.clone(),
+                    issuer: rules.issuer.clone(),
                 })
             } else {
                 Err(Reason::UnknownKey.into())
             }
         };
         let kid = token.kid.as_deref();
-        let key_count = provider.hmac.len() + published.as_ref().map_or(0, |k| k.len());
+        let key_count = keys.hmac.len() + published.as_ref().map_or(0, |k| k.len());
         if kid.is_none() && key_count > 1 {
             // Which key is meant is ambiguous: the manager itself requires `kid`.
             return Err(Reason::UnknownKey.into());
         }
-        let mut candidates = provider
+        let mut candidates = keys
             .hmac
             .candidates(kid)
             .chain(published.iter().flat_map(|keys| keys.candidates(kid)))
@@ -219,12 +134,12 @@ impl JwtVerifier {
             return Err(Reason::InvalidSignature.into());
         }
 
-        let role = provider.rules.role(claims);
+        let role = rules.claims.role(claims);
         Ok(Outcome::Verified {
             identity: Identity {
                 principal: Principal::jwt(issuer, checked.subject, role, None),
-                tenants: provider.rules.tenants(claims),
-                claim_headers: claims::claim_headers(claims, &self.claim_headers),
+                tenants: rules.claims.tenants(claims),
+                claim_headers: claims::claim_headers(claims, self.claim_headers),
             },
             exp: checked.exp,
         })
@@ -232,27 +147,54 @@ impl JwtVerifier {
 }
 
 #[cfg(test)]
-#[path = "../../tests/support/keys.rs"]
-mod test_keys;
-
-#[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, UNIX_EPOCH};
 
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::auth::jwks::KeySetMetrics;
+    use crate::auth::policy::AuthPolicy;
+    use crate::auth::state::AuthState;
     use crate::auth::Role;
-    use crate::clock::FakeClock;
+    use crate::clock::{Clock, FakeClock};
+    use crate::config::auth::AuthConfig;
 
-    use super::test_keys::{b64, hmac_sha256, jwks, key_sources, TestKey};
+    use crate::auth::test_keys::{b64, hmac_sha256, jwks, key_sources, TestKey};
 
     const ISS: &str = "https://idp.example.com/";
     const NOW: f64 = 1_700_000_000.0;
 
     struct Fixture {
-        verifier: JwtVerifier,
+        policy: AuthPolicy,
+        state: AuthState,
+        verifications: Counter,
         _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new(config: &AuthConfig, dir: tempfile::TempDir, metrics: &KeySetMetrics) -> Fixture {
+            let clock: std::sync::Arc<dyn Clock> =
+                FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
+            let policy = AuthPolicy::new(config);
+            let state = AuthState::build(config, "auth", &policy, &clock, metrics, None).unwrap();
+            Fixture {
+                policy,
+                state,
+                verifications: Counter::default(),
+                _dir: dir,
+            }
+        }
+
+        fn verifier(&self) -> Verifier<'_> {
+            Verifier {
+                issuers: &self.policy.issuers,
+                keys: &self.state.issuers,
+                claim_headers: &self.policy.claim_headers,
+                verifications: &self.verifications,
+            }
+        }
     }
 
     fn fixture(keys: &[&TestKey], algorithms: &[&str], extra: &str) -> Fixture {
@@ -271,18 +213,7 @@ mod tests {
             "#
         );
         let config: AuthConfig = toml::from_str(&text).unwrap();
-        let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
-        Fixture {
-            verifier: JwtVerifier::new(
-                &config,
-                "auth",
-                clock,
-                Counter::default(),
-                &Default::default(),
-            )
-            .unwrap(),
-            _dir: dir,
-        }
+        Fixture::new(&config, dir, &KeySetMetrics::default())
     }
 
     fn claims() -> Value {
@@ -298,7 +229,7 @@ mod tests {
     }
 
     fn reason(f: &Fixture, token: &str) -> Reason {
-        match f.verifier.verify(token, NOW, false) {
+        match f.verifier().verify(token, NOW, false) {
             Err(AuthError::Failed(reason)) => reason,
             other => panic!("expected a 401 reason, got {other:?}"),
         }
@@ -309,7 +240,7 @@ mod tests {
         let key = TestKey::rs256("k1");
         let f = fixture(&[&key], &["RS256"], "leeway = \"30s\"");
         let soon = key.token(&with(claims(), "iat", json!(NOW + 29.0)));
-        assert!(f.verifier.verify(&soon, NOW, false).is_ok());
+        assert!(f.verifier().verify(&soon, NOW, false).is_ok());
         let future = key.token(&with(claims(), "iat", json!(NOW + 31.0)));
         assert_eq!(reason(&f, &future), Reason::TokenNotYetValid);
         let text = key.token(&with(claims(), "iat", json!("yesterday")));
@@ -322,7 +253,7 @@ mod tests {
         let header = json!({ "alg": "RS256" }).to_string();
         let token = a.token_raw(&header, &claims().to_string());
         let one = fixture(&[&a], &["RS256", "EdDSA"], "");
-        assert!(one.verifier.verify(&token, NOW, false).is_ok());
+        assert!(one.verifier().verify(&token, NOW, false).is_ok());
         let two = fixture(&[&a, &b], &["RS256", "EdDSA"], "");
         assert_eq!(reason(&two, &token), Reason::UnknownKey);
         // Configured secrets count as keys of the issuer too.
@@ -346,17 +277,14 @@ mod tests {
             path.display()
         ))
         .unwrap();
-        let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
         let metrics = KeySetMetrics::default();
-        let verifier =
-            JwtVerifier::new(&config, "auth", clock, Counter::default(), &metrics).unwrap();
-        let f = Fixture {
-            verifier,
-            _dir: dir,
-        };
+        let f = Fixture::new(&config, dir, &metrics);
         assert_eq!(reason(&f, &published.token(&claims())), Reason::UnknownKey);
         assert_eq!(metrics.count("symmetric_key"), 1);
-        assert!(f.verifier.verify(&rsa.token(&claims()), NOW, false).is_ok());
+        assert!(f
+            .verifier()
+            .verify(&rsa.token(&claims()), NOW, false)
+            .is_ok());
     }
 
     #[test]
@@ -364,7 +292,7 @@ mod tests {
         let key = TestKey::hs256("k1");
         let f = fixture(&[&key], &["HS256"], "");
         let Ok(Outcome::Verified { identity, exp }) =
-            f.verifier.verify(&key.token(&claims()), NOW, false)
+            f.verifier().verify(&key.token(&claims()), NOW, false)
         else {
             panic!("not verified")
         };
@@ -375,7 +303,7 @@ mod tests {
         assert_eq!(identity.principal.role, Role::Write);
         assert_eq!(identity.tenants, vec![Arc::<str>::from("acme")]);
         assert_eq!(exp, NOW + 600.0);
-        assert_eq!(f.verifier.verifications.get(), 1);
+        assert_eq!(f.verifications.get(), 1);
     }
 
     #[test]
@@ -389,7 +317,7 @@ mod tests {
             let signed = key.token_raw(&header, &claims().to_string());
             assert_eq!(reason(&f, &signed), Reason::UnsupportedAlgorithm, "{alg}");
         }
-        assert_eq!(f.verifier.verifications.get(), 0);
+        assert_eq!(f.verifications.get(), 0);
     }
 
     #[test]
@@ -404,7 +332,7 @@ mod tests {
                 b64(hmac_sha256(&rsa.public_bytes(), input.as_bytes()))
             );
             assert_eq!(reason(&f, &forged), Reason::UnsupportedAlgorithm);
-            assert_eq!(f.verifier.verifications.get(), 0);
+            assert_eq!(f.verifications.get(), 0);
         }
     }
 
@@ -429,7 +357,7 @@ mod tests {
             Reason::TokenExpired
         );
         assert!(f
-            .verifier
+            .verifier()
             .verify(&token(with(claims(), "exp", json!(NOW - 29.0))), NOW, false)
             .is_ok());
         assert_eq!(
@@ -437,7 +365,7 @@ mod tests {
             Reason::TokenNotYetValid
         );
         assert!(f
-            .verifier
+            .verifier()
             .verify(&token(with(claims(), "nbf", json!(NOW + 29.0))), NOW, false)
             .is_ok());
         let mut no_exp = claims();
@@ -455,7 +383,7 @@ mod tests {
         let f = fixture(&[&key], &["HS256"], "required_claims = [\"email\"]");
         let t = |c: Value| key.token(&c);
         let good = with(claims(), "email", json!("a@example.com"));
-        assert!(f.verifier.verify(&t(good.clone()), NOW, false).is_ok());
+        assert!(f.verifier().verify(&t(good.clone()), NOW, false).is_ok());
         assert_eq!(reason(&f, &t(claims())), Reason::MissingClaim);
         assert_eq!(
             reason(
@@ -472,7 +400,7 @@ mod tests {
             Reason::InvalidAudience
         );
         assert!(f
-            .verifier
+            .verifier()
             .verify(
                 &t(with(good.clone(), "aud", json!(["other", "feldera-api"]))),
                 NOW,
@@ -499,8 +427,8 @@ mod tests {
         let other = TestKey::es256("k2");
         assert_eq!(reason(&f, &other.token(&claims())), Reason::UnknownKey);
         assert!(matches!(
-            f.verifier.verify(&other.token(&claims()), NOW, true),
-            Ok(Outcome::NeedKeys { provider: 0, .. })
+            f.verifier().verify(&other.token(&claims()), NOW, true),
+            Ok(Outcome::NeedKeys { issuer: 0, .. })
         ));
         assert_eq!(
             reason(&f, &format!("{token}=")),
@@ -560,15 +488,8 @@ mod tests {
             path.display()
         ))
         .unwrap();
-        let clock = FakeClock::at(UNIX_EPOCH + Duration::from_secs(NOW as u64));
-        let verifier = JwtVerifier::new(
-            &config,
-            "auth",
-            clock,
-            Counter::default(),
-            &Default::default(),
-        )
-        .unwrap();
+        let f = Fixture::new(&config, dir, &KeySetMetrics::default());
+        let verifier = f.verifier();
         let c = json!({
             "iss": ISS, "sub": "bob", "aud": ["feldera-api"], "exp": NOW + 60.0,
             "realm": { "roles": ["viewer", "read", "admin"] },

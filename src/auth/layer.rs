@@ -23,11 +23,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::future::Either;
 use futures_util::FutureExt as _;
-use http::HeaderName;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,12 +40,14 @@ use crate::context::RequestContext;
 use crate::errors::GatewayError;
 use crate::wire::FELDERA_TENANT;
 
-use super::apikey::{self, ApiKeyStore};
-use super::authorize::{authorize, select_tenant, Requirement, RoutePolicy};
-use super::cache::{token_key, TokenCache};
+use super::apikey;
+use super::authorize::{authorize, select_tenant, Requirement};
+use super::cache::token_key;
 use super::credential;
 use super::jwks::{IssuerKeySet, KeySetMetrics};
-use super::jwt::{JwtVerifier, Outcome, MAX_TOKEN_BYTES};
+use super::jwt::{Outcome, Verifier, MAX_TOKEN_BYTES};
+use super::policy::AuthPolicy;
+use super::state::{AuthState, Previous};
 use super::{AuthError, Credential, Identity, Principal, Reason, Role};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,18 +55,13 @@ struct FailureLabels {
     reason: &'static str,
 }
 
-/// Authenticates and authorizes requests.
+/// Authenticates and authorizes requests: the policy of one configuration over state that
+/// may outlive it.
 #[derive(Debug)]
 pub struct Authenticator {
-    mode: AuthMode,
-    policy: RoutePolicy,
-    api_keys: ApiKeyStore,
-    api_keys_reload: Duration,
-    jwt: JwtVerifier,
-    cache: TokenCache,
+    policy: AuthPolicy,
+    state: AuthState,
     clock: Arc<dyn Clock>,
-    claim_header_names: Vec<HeaderName>,
-    trust_tenant_header: bool,
     metrics: AuthMetrics,
 }
 
@@ -99,7 +94,7 @@ enum Step {
     Ready(Arc<Identity>),
     /// A JWT's key set must be refetched first.
     NeedKeys {
-        provider: usize,
+        issuer: usize,
         generation: u64,
     },
 }
@@ -113,7 +108,7 @@ enum Begin {
     Internal(GatewayError),
     /// Refetch the key set, then finish.
     Refetch {
-        provider: usize,
+        issuer: usize,
         generation: u64,
         token: String,
         requirement: Requirement,
@@ -134,47 +129,69 @@ impl Authenticator {
         clock: Arc<dyn Clock>,
         metrics: &AuthMetrics,
     ) -> Result<Authenticator, Problems> {
-        let mut problems = Problems::default();
-        let jwt = JwtVerifier::new(
-            config,
-            at,
-            clock.clone(),
-            metrics.verifications.clone(),
-            &metrics.key_sets,
-        );
-        let api_keys = ApiKeyStore::new(config, at);
-        let (jwt, api_keys) = match (jwt, api_keys) {
-            (Ok(jwt), Ok(api_keys)) => (jwt, api_keys),
-            (jwt, api_keys) => {
-                if let Err(more) = jwt {
-                    problems.extend(more);
-                }
-                if let Err(more) = api_keys {
-                    problems.extend(more);
-                }
-                return Err(problems);
-            }
-        };
-        let authenticator = Authenticator {
-            mode: config.mode,
-            policy: RoutePolicy::new(config),
-            api_keys,
-            api_keys_reload: config.api_keys_reload,
-            jwt,
-            cache: TokenCache::new(config.token_cache_size, config.token_cache_ttl),
-            clock,
-            claim_header_names: config.claim_headers.values().map(|h| h.0.clone()).collect(),
-            trust_tenant_header: config.trust_tenant_header,
-            metrics: metrics.clone(),
-        };
-        if authenticator.mode == AuthMode::On
-            && authenticator.api_keys.is_empty()
+        Authenticator::build(config, at, clock, metrics, None)
+    }
+
+    /// Builds the authenticator of a new configuration, carrying the state of `previous`
+    /// where that is safe: key sets (with their schedules) of issuers whose issuer, key source
+    /// and refresh settings did not change, the token cache when no issuer's verification
+    /// rules or keys changed, the API-key store when its keys and file did not change. The
+    /// rules, and why they are safe, are in `super::state`.
+    pub fn new_reusing(
+        config: &AuthConfig,
+        at: &str,
+        clock: Arc<dyn Clock>,
+        metrics: &AuthMetrics,
+        previous: &Authenticator,
+    ) -> Result<Authenticator, Problems> {
+        Authenticator::build(config, at, clock, metrics, Some(previous))
+    }
+
+    fn build(
+        config: &AuthConfig,
+        at: &str,
+        clock: Arc<dyn Clock>,
+        metrics: &AuthMetrics,
+        previous: Option<&Authenticator>,
+    ) -> Result<Authenticator, Problems> {
+        let policy = AuthPolicy::new(config);
+        let previous = previous.map(|p| Previous {
+            policy: &p.policy,
+            state: &p.state,
+        });
+        let state = AuthState::build(config, at, &policy, &clock, &metrics.key_sets, previous)?;
+        if policy.mode == AuthMode::On
+            && state.api_keys.is_empty()
             && config.api_keys_file.is_none()
             && config.jwt.is_empty()
         {
             tracing::warn!("[auth] is on but has no API keys and no JWT issuers: every non-public request will get 401");
         }
-        Ok(authenticator)
+        Ok(Authenticator {
+            policy,
+            state,
+            clock,
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// The policy (what the configuration says).
+    pub fn policy(&self) -> &AuthPolicy {
+        &self.policy
+    }
+
+    /// The state (what is kept and learnt while running).
+    pub fn state(&self) -> &AuthState {
+        &self.state
+    }
+
+    fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            issuers: &self.policy.issuers,
+            keys: &self.state.issuers,
+            claim_headers: &self.policy.claim_headers,
+            verifications: &self.metrics.verifications,
+        }
     }
 
     /// Key-set refusals counted so far for `reason` (tests).
@@ -189,14 +206,12 @@ impl Authenticator {
 
     /// `Err` while some issuer has never had a key set loaded.
     pub fn readiness(&self) -> Result<(), String> {
-        if self.mode == AuthMode::Off {
+        if self.policy.mode == AuthMode::Off {
             return Ok(());
         }
         let missing: Vec<String> = self
-            .jwt
-            .providers()
-            .iter()
-            .filter_map(|p| p.jwks.as_ref())
+            .state
+            .key_sets()
             .filter(|jwks| jwks.keys().is_none())
             .map(|jwks| format!("auth: no key set loaded yet for issuer {}", jwks.issuer()))
             .collect();
@@ -211,10 +226,9 @@ impl Authenticator {
     pub async fn verify_bearer(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let result = match self.step(token, true) {
             Ok(Step::Ready(identity)) => Ok(identity),
-            Ok(Step::NeedKeys {
-                provider,
-                generation,
-            }) => self.after_refetch(provider, generation, token).await,
+            Ok(Step::NeedKeys { issuer, generation }) => {
+                self.after_refetch(issuer, generation, token).await
+            }
             Err(error) => Err(error),
         };
         if let Err(error) = &result {
@@ -225,15 +239,15 @@ impl Authenticator {
 
     async fn after_refetch(
         &self,
-        provider: usize,
+        issuer: usize,
         generation: u64,
         token: &str,
     ) -> Result<Arc<Identity>, AuthError> {
         if let Some(jwks) = self
-            .jwt
-            .providers()
-            .get(provider)
-            .and_then(|p| p.jwks.as_ref())
+            .state
+            .issuers
+            .get(issuer)
+            .and_then(|keys| keys.published.as_ref())
         {
             jwks.refetch(generation).await;
         }
@@ -246,7 +260,7 @@ impl Authenticator {
     /// The synchronous part of verifying a bearer token.
     fn step(&self, token: &str, may_refetch: bool) -> Result<Step, AuthError> {
         if token.starts_with(apikey::PREFIX) {
-            let identity = self.api_keys.verify(token, self.clock.now())?;
+            let identity = self.state.api_keys.verify(token, self.clock.now())?;
             return Ok(Step::Ready(Arc::new(identity)));
         }
         if token.len() > MAX_TOKEN_BYTES {
@@ -254,22 +268,17 @@ impl Authenticator {
         }
         let key = token_key(token);
         let now = self.clock.unix_seconds();
-        if let Some(identity) = self.cache.get(&key, now) {
+        let cache = &self.state.token_cache;
+        if let Some(identity) = cache.get(&key, now) {
             return Ok(Step::Ready(identity));
         }
-        match self.jwt.verify(token, now, may_refetch)? {
+        match self.verifier().verify(token, now, may_refetch)? {
             Outcome::Verified { identity, exp } => {
                 let identity = Arc::new(identity);
-                self.cache.insert(key, identity.clone(), exp, now);
+                cache.insert(key, identity.clone(), exp, now);
                 Ok(Step::Ready(identity))
             }
-            Outcome::NeedKeys {
-                provider,
-                generation,
-            } => Ok(Step::NeedKeys {
-                provider,
-                generation,
-            }),
+            Outcome::NeedKeys { issuer, generation } => Ok(Step::NeedKeys { issuer, generation }),
         }
     }
 
@@ -286,17 +295,17 @@ impl Authenticator {
 
     /// Everything that can be decided without awaiting.
     fn begin(&self, request: &mut Request) -> Begin {
-        for name in &self.claim_header_names {
+        for (_, name) in &self.policy.claim_headers {
             request.headers_mut().remove(name);
         }
         let access = match RequestContext::of(request).and_then(|c| c.classified()) {
             Ok(classified) => classified.endpoint.access,
             Err(error) => return Begin::Internal(error),
         };
-        if self.mode == AuthMode::Off {
+        if self.policy.mode == AuthMode::Off {
             // Nobody is verified: the client's tenant is believed only when the operator
             // said so (`trust_tenant_header`); otherwise there is none, and the header goes.
-            let tenant = if self.trust_tenant_header {
+            let tenant = if self.policy.trust_tenant_header {
                 request
                     .headers()
                     .get(FELDERA_TENANT)
@@ -316,9 +325,10 @@ impl Authenticator {
                 Err(error) => Begin::Internal(error),
             };
         }
-        let requirement = self
-            .policy
-            .requirement(request.method(), request.uri().path(), access);
+        let requirement =
+            self.policy
+                .routes
+                .requirement(request.method(), request.uri().path(), access);
         if requirement == Requirement::Public {
             return Begin::Pass;
         }
@@ -331,20 +341,17 @@ impl Authenticator {
             Ok(tenants) => tenants,
             Err(reason) => return self.fail(reason.into()),
         };
-        match self.step(&presented.token, true) {
+        match self.step(&presented, true) {
             Ok(Step::Ready(identity)) => {
                 match self.finish(request, &identity, requirement, &tenants) {
                     Ok(()) => Begin::Pass,
                     Err(error) => Begin::Fail(error),
                 }
             }
-            Ok(Step::NeedKeys {
-                provider,
+            Ok(Step::NeedKeys { issuer, generation }) => Begin::Refetch {
+                issuer,
                 generation,
-            }) => Begin::Refetch {
-                provider,
-                generation,
-                token: presented.token,
+                token: presented,
                 requirement,
                 tenants,
             },
@@ -377,17 +384,14 @@ impl Authenticator {
     /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace, as
     /// its schedule says) and re-reading `api_keys_file` when it changes.
     pub async fn run_background(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        if self.mode == AuthMode::Off {
+        if self.policy.mode == AuthMode::Off {
             return;
         }
-        let key_sets: Vec<&IssuerKeySet> = self
-            .jwt
-            .providers()
-            .iter()
-            .filter_map(|p| p.jwks.as_ref())
-            .collect();
+        let key_sets: Vec<&IssuerKeySet> = self.state.key_sets().map(Arc::as_ref).collect();
+        let api_keys = &self.state.api_keys;
+        let reload = self.policy.api_keys_reload;
         tokio::pin!(shutdown);
-        let mut keys_due = self.clock.instant() + self.api_keys_reload;
+        let mut keys_due = self.clock.instant() + reload;
         loop {
             let next = key_sets
                 .iter()
@@ -407,14 +411,14 @@ impl Authenticator {
                 }
             }
             if keys_due <= self.clock.instant() {
-                match self.api_keys.reload_if_changed() {
-                    Ok(true) => tracing::info!(keys = self.api_keys.len(), "API keys reloaded"),
+                match api_keys.reload_if_changed() {
+                    Ok(true) => tracing::info!(keys = api_keys.len(), "API keys reloaded"),
                     Ok(false) => {}
                     Err(reason) => {
                         tracing::warn!(%reason, "API keys file not reloaded; keeping the previous keys")
                     }
                 }
-                keys_due = self.clock.instant() + self.api_keys_reload;
+                keys_due = self.clock.instant() + reload;
             }
         }
     }
@@ -478,7 +482,7 @@ where
             Begin::Fail(error) => Either::Left(std::future::ready(Ok(reject(error)))),
             Begin::Internal(error) => Either::Left(std::future::ready(Ok(error.into_response()))),
             Begin::Refetch {
-                provider,
+                issuer,
                 generation,
                 token,
                 requirement,
@@ -489,7 +493,7 @@ where
                 let mut inner = self.inner.clone();
                 let authenticated = async move {
                     let outcome = authenticator
-                        .after_refetch(provider, generation, &token)
+                        .after_refetch(issuer, generation, &token)
                         .await
                         .and_then(|identity| {
                             authenticator.finish(&mut request, &identity, requirement, &tenants)

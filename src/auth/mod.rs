@@ -13,8 +13,15 @@
 //! and the issuers' key sets [`jwks`]; [`cache`] remembers verified tokens); [`authorize`]
 //! decides what it may do; [`error`] is the one error type and its one conversion to the
 //! gateway's error schema; [`layer`] ties them into the stack; [`cli`] backs
-//! `pipeline-gateway apikey …`. The [`Principal`] it makes lives
-//! on the ground floor (`crate::principal`), where every later layer reads it.
+//! `pipeline-gateway apikey …`. The [`Principal`] it makes lives on the ground floor
+//! (`crate::principal`), where every later layer reads it.
+//!
+//! Policy and state are apart: [`policy`] is what one configuration says (built from it
+//! alone), [`state`] what authentication keeps and learns while running (key sets and their
+//! schedules, shared secrets, the token cache, the API-key store, the HTTP client). The
+//! [`Authenticator`] is one policy over one state; `Authenticator::new_reusing` builds the
+//! next configuration's authenticator carrying the state that is still valid for it (the
+//! rules are in [`state`]).
 
 pub mod apikey;
 pub mod authorize;
@@ -27,9 +34,15 @@ pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod layer;
+pub mod policy;
+pub mod state;
 pub mod token;
 
 use http::{HeaderName, HeaderValue};
+
+#[cfg(test)]
+#[path = "../../tests/support/keys.rs"]
+pub(crate) mod test_keys;
 
 pub use crate::principal::{Credential, Principal, Role};
 pub use error::{AuthError, Reason};
