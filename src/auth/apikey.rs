@@ -10,7 +10,9 @@
 //!
 //! Edge cases: a bearer token that starts with `apikey:` but is not 135 characters of the
 //! right alphabet is `malformed_credentials` (it is never looked up); an unknown key is
-//! `invalid_api_key`; a key past its `expires` is `expired_api_key`. A key in both the inline
+//! `invalid_api_key`, and so is a key past its `expires` to the client (which must not learn
+//! which keys exist), while the log names the expired key and the metric counts
+//! `expired_api_key`. A key in both the inline
 //! list and the file is taken from the inline list. Nothing here logs a key or its hash.
 
 use std::collections::HashMap;
@@ -188,7 +190,9 @@ impl ApiKeyStore {
             .filter(|entry| bool::from(entry.hash.ct_eq(&presented)))
             .ok_or(AuthError::Failed(Reason::InvalidApiKey))?;
         if entry.expires.is_some_and(|expires| now >= expires) {
-            return Err(Reason::ExpiredApiKey.into());
+            return Err(AuthError::ExpiredApiKey {
+                name: entry.name.clone(),
+            });
         }
         Ok(Identity {
             principal: Principal::api_key(&entry.name, entry.role, None),
@@ -269,6 +273,10 @@ mod tests {
             Some(Reason::MalformedCredentials)
         );
         assert_eq!(reason(&old), Some(Reason::ExpiredApiKey));
+        assert_eq!(
+            reason(&old).map(Reason::public),
+            Some(Reason::InvalidApiKey)
+        );
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub struct ApiKeyConfig {
     /// The one tenant the key acts in.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// RFC 3339 time after which the key is refused (`expired_api_key`).
+    /// RFC 3339 time after which the key is refused (as `invalid_api_key`; logged as expired).
     #[serde(default, with = "humantime_serde")]
     pub expires: Option<SystemTime>,
 }
