@@ -7,9 +7,18 @@
 mod common;
 mod support;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
 use common::{gateway, send, standin, Reply};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use pipeline_gateway::auth::apikey;
 use pipeline_gateway::Gateway;
+use serde_json::{json, Value};
+use support::keys::{jwks, key_sources, TestKey};
 
 /// The configuration of a gateway with an admin listener, one upstream per `(name, url)`,
 /// and `rest` (routes, `[auth]`, `[rate_limit]`).
@@ -43,6 +52,168 @@ async fn metric(gw: &Gateway, sample: &str) -> u64 {
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// An OpenID provider on 127.0.0.1:0: its discovery document names its key set.
+struct Idp {
+    issuer: String,
+}
+
+impl Idp {
+    async fn start(keys: &[&TestKey]) -> Idp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let issuer = format!("http://{addr}");
+        let discovery =
+            json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json") }).to_string();
+        let key_set = jwks(keys).to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (discovery, key_set) = (discovery.clone(), key_set.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
+                        let body = if request.uri().path() == "/jwks.json" {
+                            key_set.clone()
+                        } else {
+                            discovery.clone()
+                        };
+                        async move {
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Idp { issuer }
+    }
+}
+
+/// One `[[auth.jwt]]` issuer: roles from `feldera_role`, tenants from `tenant`.
+fn issuer(iss: &str, keys: &str, extra: &str) -> String {
+    format!(
+        "[[auth.jwt]]\nissuer = \"{iss}\"\naudiences = [\"feldera-api\"]\n\
+         algorithms = [\"ES256\", \"RS256\", \"EdDSA\"]\n{keys}\n\
+         role_claim = \"feldera_role\"\ntenant_claim = \"tenant\"\n{extra}\n"
+    )
+}
+
+fn claims(iss: &str, tenant: &str) -> Value {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    json!({
+        "iss": iss, "sub": "alice", "aud": "feldera-api", "exp": now + 600,
+        "feldera_role": "write", "tenant": tenant,
+    })
+}
+
+fn with(mut claims: Value, name: &str, value: Value) -> Value {
+    claims[name] = value;
+    claims
+}
+
+/// A token with this `typ` header (none for `None`).
+fn typed(key: &TestKey, typ: Option<&str>, claims: &Value) -> String {
+    let mut header = json!({ "alg": key.alg(), "kid": key.kid });
+    if let Some(typ) = typ {
+        header["typ"] = json!(typ);
+    }
+    key.token_raw(&header.to_string(), &claims.to_string())
+}
+
+const DEFAULT_ROUTE: &str = "[[routes]]\nupstream = \"m\"\ndefault = true\npipelines = [\"*\"]\n";
+
+// ---------------------------------------------------------------- token types
+
+#[tokio::test]
+async fn a_discovery_issuer_refuses_id_tokens_unless_told_otherwise() {
+    let manager = standin("a").await;
+    let key = TestKey::es256("k1");
+    let idp = Idp::start(&[&key]).await;
+    let iss = idp.issuer.as_str();
+    let strict = gateway(&config(
+        &[("m", manager.url())],
+        &format!(
+            "{DEFAULT_ROUTE}[auth]\n{}",
+            issuer(iss, "discovery = true", "")
+        ),
+    ))
+    .await;
+    let access = claims(iss, "acme");
+    for (name, token) in [
+        (
+            "nonce",
+            with(access.clone(), "nonce", json!("n-0S6_WzA2Mj")),
+        ),
+        (
+            "token_use id",
+            with(access.clone(), "token_use", json!("id")),
+        ),
+    ] {
+        let answer = get_as(&strict, "/v0/pipelines", &key.token(&token), &[]).await;
+        let details = answer.error(401, "AuthenticationFailed");
+        assert_eq!(details["reason"], "not_an_access_token", "{name}");
+    }
+    for token in [
+        access.clone(),
+        with(access.clone(), "token_use", json!("access")),
+    ] {
+        let answer = get_as(&strict, "/v0/pipelines", &key.token(&token), &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    // An operator who wants ID tokens accepted says so.
+    let lax = gateway(&config(
+        &[("m", manager.url())],
+        &format!(
+            "{DEFAULT_ROUTE}[auth]\n{}",
+            issuer(iss, "discovery = true", "reject_id_tokens = false")
+        ),
+    ))
+    .await;
+    let id_token = key.token(&with(access, "nonce", json!("n")));
+    assert_eq!(
+        get_as(&lax, "/v0/pipelines", &id_token, &[]).await.status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn token_types_accept_only_the_listed_typ_headers() {
+    let manager = standin("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = TestKey::rs256("k1");
+    let iss = "https://idp.example.com/";
+    let gw = gateway(&config(
+        &[("m", manager.url())],
+        &format!(
+            "{DEFAULT_ROUTE}[auth]\n{}",
+            issuer(
+                iss,
+                &key_sources(&[&key], dir.path()),
+                "token_types = [\"at+jwt\"]"
+            )
+        ),
+    ))
+    .await;
+    let c = claims(iss, "acme");
+    for (typ, status) in [
+        (Some("at+jwt"), 200),
+        (Some("application/AT+JWT"), 200),
+        (Some("JWT"), 401),
+        (None, 401),
+    ] {
+        let answer = get_as(&gw, "/v0/pipelines", &typed(&key, typ, &c), &[]).await;
+        if status == 200 {
+            assert_eq!(answer.status, 200, "{typ:?}: {}", answer.text());
+        } else {
+            let details = answer.error(401, "AuthenticationFailed");
+            assert_eq!(details["reason"], "wrong_token_type", "{typ:?}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------- API keys

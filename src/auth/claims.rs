@@ -2,7 +2,10 @@
 //! about its subject: role, tenants, claim headers.
 //!
 //! Checks ([`ClaimRules::check`]), in order, the first failure being the reason:
-//! `exp` required (`missing_claim`) and `now < exp + leeway` (`token_expired`); `nbf` and
+//! with `reject_id_tokens`, an OpenID ID token — a `nonce` claim (not null), or a `token_use`
+//! other than `"access"` (Cognito's marker) — is `not_an_access_token` (first, because an ID
+//! token would otherwise fail on its audience, the client id, which would mislead); `exp`
+//! required (`missing_claim`) and `now < exp + leeway` (`token_expired`); `nbf` and
 //! `iat`, when present, `<= now + leeway` (`token_not_yet_valid`: a token issued in the
 //! future was minted by a wrong clock or a forger); `aud` required, a string or an array of
 //! strings containing a configured audience (`invalid_audience`); `sub` a non-empty string and
@@ -39,6 +42,8 @@ pub struct ClaimRules {
     pub role_claim: Option<String>,
     pub default_role: Role,
     pub tenant_claim: Option<String>,
+    /// Refuse ID tokens (`nonce`, or `token_use` other than `access`).
+    pub reject_id_tokens: bool,
 }
 
 /// What the checks leave for the caller.
@@ -58,6 +63,7 @@ impl ClaimRules {
             role_claim: config.role_claim.clone(),
             default_role: config.default_role,
             tenant_claim: config.tenant_claim.clone(),
+            reject_id_tokens: config.rejects_id_tokens(),
         }
     }
 
@@ -67,6 +73,15 @@ impl ClaimRules {
         claims: &'a Map<String, Value>,
         now: f64,
     ) -> Result<Checked<'a>, Reason> {
+        if self.reject_id_tokens {
+            let nonce = !matches!(claims.get("nonce"), None | Some(Value::Null));
+            let not_access = claims
+                .get("token_use")
+                .is_some_and(|token_use| token_use.as_str() != Some("access"));
+            if nonce || not_access {
+                return Err(Reason::NotAnAccessToken);
+            }
+        }
         let leeway = self.leeway.as_secs_f64();
         let number = |name: &str| match claims.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -288,6 +303,36 @@ mod tests {
             r.check(&with("exp", json!(NOW - 29.0)), NOW).is_ok(),
             "within leeway"
         );
+    }
+
+    #[test]
+    fn id_tokens_are_refused_first_when_asked() {
+        let strict = rules("reject_id_tokens = true");
+        let lax = rules("");
+        let base = json!({ "sub": "a", "aud": "client-id", "exp": NOW + 10.0 });
+        let with = |k: &str, v: Value| {
+            let mut c = base.clone();
+            c[k] = v;
+            object(c)
+        };
+        for (claims, refused) in [
+            (with("nonce", json!("n-0S6_WzA2Mj")), true),
+            (with("token_use", json!("id")), true),
+            (with("token_use", json!(1)), true),
+            (with("nonce", Value::Null), false),
+            (with("token_use", json!("access")), false),
+        ] {
+            let reason = strict.check(&claims, NOW).unwrap_err();
+            if refused {
+                assert_eq!(reason, Reason::NotAnAccessToken, "{claims:?}");
+            } else {
+                assert_eq!(reason, Reason::InvalidAudience, "{claims:?}");
+            }
+            assert_eq!(
+                lax.check(&claims, NOW).unwrap_err(),
+                Reason::InvalidAudience
+            );
+        }
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub enum Reason {
     InvalidIssuer,
     InvalidAudience,
     MissingClaim,
+    WrongTokenType,
+    NotAnAccessToken,
     InvalidApiKey,
     /// Counted and logged as itself, answered as [`Reason::InvalidApiKey`].
     ExpiredApiKey,
@@ -49,7 +51,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics (`auth_failures{reason}`).
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 16] = [
         Reason::MissingCredentials,
         Reason::MalformedCredentials,
         Reason::CredentialsTooLarge,
@@ -62,6 +64,8 @@ impl Reason {
         Reason::InvalidIssuer,
         Reason::InvalidAudience,
         Reason::MissingClaim,
+        Reason::WrongTokenType,
+        Reason::NotAnAccessToken,
         Reason::InvalidApiKey,
         Reason::ExpiredApiKey,
     ];
@@ -90,6 +94,8 @@ impl Reason {
             Reason::InvalidIssuer => "invalid_issuer",
             Reason::InvalidAudience => "invalid_audience",
             Reason::MissingClaim => "missing_claim",
+            Reason::WrongTokenType => "wrong_token_type",
+            Reason::NotAnAccessToken => "not_an_access_token",
             Reason::InvalidApiKey => "invalid_api_key",
             Reason::ExpiredApiKey => "expired_api_key",
         }
@@ -110,6 +116,8 @@ impl Reason {
             Reason::InvalidIssuer => "The token's issuer is not trusted",
             Reason::InvalidAudience => "The token is not meant for this service",
             Reason::MissingClaim => "The token lacks a required claim",
+            Reason::WrongTokenType => "The token's type is not accepted",
+            Reason::NotAnAccessToken => "The token is an ID token, not an access token",
             Reason::InvalidApiKey => "Unauthorized API key",
             Reason::ExpiredApiKey => "The API key has expired",
         }

@@ -7,10 +7,12 @@
 //!    (`malformed_credentials`), header (`unsupported_header`, `unsupported_algorithm`).
 //! 4. Issuer: `iss` chooses the provider by exact comparison (a trailing slash matters);
 //!    missing → `missing_claim`, unknown → `invalid_issuer`. The provider's `algorithms`
-//!    allowlist then applies (`unsupported_algorithm`).
+//!    allowlist then applies (`unsupported_algorithm`), then its `token_types`: the `typ`
+//!    header, compared case-insensitively without `application/`, must be listed
+//!    (`wrong_token_type`; a token without `typ` fails a list).
 //! 5. Claims, before the signature (cheap checks first; nothing they reveal is secret): the
-//!    issuer's [`ClaimRules`](super::claims::ClaimRules) (`token_expired`, `token_not_yet_valid`, `invalid_audience`,
-//!    `missing_claim`).
+//!    issuer's [`ClaimRules`](super::claims::ClaimRules) (`not_an_access_token`,
+//!    `token_expired`, `token_not_yet_valid`, `invalid_audience`, `missing_claim`).
 //! 6. Key: by `kid` among the provider's configured shared secrets (`hmac_keys`, the only
 //!    source of HS* keys) and its key set (asymmetric keys only). A token without `kid` is
 //!    accepted only while the provider has exactly one key (`unknown_key` otherwise). No such
@@ -77,6 +79,9 @@ impl Verifier<'_> {
         let alg = token.alg;
         if !rules.algorithms.contains(&alg) {
             return Err(Reason::UnsupportedAlgorithm.into());
+        }
+        if !rules.accepts_type(token.typ.as_deref()) {
+            return Err(Reason::WrongTokenType.into());
         }
         let checked = rules.claims.check(claims, now)?;
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
-use crate::config::auth::{AuthConfig, AuthMode, JwtProviderConfig};
+use crate::config::auth::{normalize_media_type, AuthConfig, AuthMode, JwtProviderConfig};
 
 use super::authorize::RoutePolicy;
 use super::claims::ClaimRules;
@@ -26,6 +26,8 @@ pub struct IssuerPolicy {
     pub issuer: Arc<str>,
     /// The `alg` values accepted.
     pub algorithms: Vec<Algorithm>,
+    /// `token_types`, normalized (lowercase, no `application/`); `None`: any `typ`.
+    pub token_types: Option<Vec<String>>,
     pub claims: ClaimRules,
 }
 
@@ -34,7 +36,20 @@ impl IssuerPolicy {
         IssuerPolicy {
             issuer: config.issuer.as_str().into(),
             algorithms: config.algorithms.iter().map(|a| a.0).collect(),
+            token_types: config
+                .token_types
+                .as_ref()
+                .map(|types| types.iter().map(|t| t.normalized().to_owned()).collect()),
             claims: ClaimRules::new(config),
+        }
+    }
+
+    /// Whether a token whose header says `typ` is of an accepted type.
+    pub fn accepts_type(&self, typ: Option<&str>) -> bool {
+        match (&self.token_types, typ) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(types), Some(typ)) => types.contains(&normalize_media_type(typ)),
         }
     }
 }
@@ -104,6 +119,26 @@ mod tests {
     const B: &str = "[[jwt]]\nissuer = \"https://b/\"\naudiences = [\"x\"]\nalgorithms = [\"ES256\"]\njwks_url = \"https://b/jwks\"\n";
 
     #[test]
+    fn token_types_match_without_case_or_prefix_and_a_missing_typ_fails_a_list() {
+        let any = policy(A);
+        assert!(any.issuers[0].accepts_type(None));
+        let listed = policy(&format!(
+            "{A}token_types = [\"at+jwt\", \"application/JWT\"]\n"
+        ));
+        let issuer = &listed.issuers[0];
+        for (typ, accepted) in [
+            (Some("at+jwt"), true),
+            (Some("application/at+JWT"), true),
+            (Some("jwt"), true),
+            (Some("JWT"), true),
+            (Some("id_token+jwt"), false),
+            (None, false),
+        ] {
+            assert_eq!(issuer.accepts_type(typ), accepted, "{typ:?}");
+        }
+    }
+
+    #[test]
     fn equal_configurations_verify_alike_and_added_issuers_do_not_matter() {
         assert!(policy(A).verifies_like(&policy(A)));
         assert!(policy(&format!("{A}{B}")).verifies_like(&policy(A)));
@@ -125,6 +160,8 @@ mod tests {
             format!("{A}default_role = \"write\"\n"),
             format!("{A}tenant_claim = \"t\"\n"),
             format!("{A}required_claims = [\"email\"]\n"),
+            format!("{A}token_types = [\"at+jwt\"]\n"),
+            format!("{A}reject_id_tokens = true\n"),
             format!("claim_headers = {{ sub = \"x-user\" }}\n{A}"),
         ] {
             assert!(!policy(&changed).verifies_like(&base), "{changed}");
