@@ -127,6 +127,95 @@ fn typed(key: &TestKey, typ: Option<&str>, claims: &Value) -> String {
 
 const DEFAULT_ROUTE: &str = "[[routes]]\nupstream = \"m\"\ndefault = true\npipelines = [\"*\"]\n";
 
+/// The `Feldera-Tenant` the manager received with its last request.
+fn last_tenant(manager: &feldera_standin::Standin) -> Option<String> {
+    let requests = manager.requests();
+    let last = requests.last()?;
+    last.headers
+        .get("feldera-tenant")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+// ---------------------------------------------------------------- issuers bound to tenants
+
+#[tokio::test]
+async fn an_issuer_naming_a_tenant_outside_its_list_is_403_not_a_tenant_member() {
+    let manager = standin("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a_key, b_key, c_key) = (
+        TestKey::es256("a"),
+        TestKey::es256("b"),
+        TestKey::es256("c"),
+    );
+    let (a_dir, b_dir, c_dir) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    for d in [&a_dir, &b_dir, &c_dir] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let (a, b, c) = ("https://idp-a/", "https://idp-b/", "https://idp-c/");
+    let auth = format!(
+        "[auth]\n{}{}{}",
+        issuer(a, &key_sources(&[&a_key], &a_dir), "tenants = [\"acme\"]"),
+        issuer(b, &key_sources(&[&b_key], &b_dir), "tenants = [\"beta-*\"]"),
+        // Without `tenants`, an issuer may still name any tenant (documented risk).
+        issuer(c, &key_sources(&[&c_key], &c_dir), ""),
+    );
+    let gw = gateway(&config(
+        &[("m", manager.url())],
+        &format!("{DEFAULT_ROUTE}{auth}"),
+    ))
+    .await;
+    let b_for_acme = b_key.token(&claims(b, "acme"));
+    let requests_before = manager.requests().len();
+
+    // B claims A's tenant: refused, whether or not the client asks for it.
+    let asked = get_as(
+        &gw,
+        "/v0/pipelines",
+        &b_for_acme,
+        &[("feldera-tenant", "acme")],
+    )
+    .await;
+    let details = asked.error(403, "NotATenantMember");
+    assert_eq!(details, json!({ "tenant": "acme" }));
+    let unasked = get_as(&gw, "/v0/pipelines", &b_for_acme, &[]).await;
+    assert_eq!(
+        unasked.error(403, "NotATenantMember"),
+        json!({}),
+        "a tenant read from the token is not echoed"
+    );
+    // One foreign tenant among its own spoils the token, even for its own tenant.
+    let mixed = b_key.token(&with(claims(b, ""), "tenant", json!(["beta-1", "acme"])));
+    let answer = get_as(
+        &gw,
+        "/v0/pipelines",
+        &mixed,
+        &[("feldera-tenant", "beta-1")],
+    )
+    .await;
+    assert_eq!(answer.error(403, "NotATenantMember"), json!({}));
+
+    // Each issuer in its own tenants reaches the manager, with the verified tenant.
+    for (token, tenant) in [
+        (b_key.token(&claims(b, "beta-1")), "beta-1"),
+        (a_key.token(&claims(a, "acme")), "acme"),
+        (c_key.token(&claims(c, "acme")), "acme"),
+    ] {
+        let answer = get_as(&gw, "/v0/pipelines", &token, &[]).await;
+        assert_eq!(answer.status, 200, "{tenant}: {}", answer.text());
+        assert_eq!(last_tenant(&manager).as_deref(), Some(tenant));
+    }
+    assert_eq!(
+        manager.requests().len(),
+        requests_before + 3,
+        "no refused request reached the manager"
+    );
+}
+
 // ---------------------------------------------------------------- token types
 
 #[tokio::test]

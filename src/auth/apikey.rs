@@ -198,6 +198,7 @@ impl ApiKeyStore {
             principal: Principal::api_key(&entry.name, entry.role, None),
             tenants: entry.tenant.iter().cloned().collect(),
             claim_headers: Vec::new(),
+            tenant_outside_issuer: None,
         })
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             principal: Principal::jwt("https://idp/", "alice", Role::Read, None),
             tenants: Vec::new(),
             claim_headers: Vec::new(),
+            tenant_outside_issuer: None,
         })
     }
 

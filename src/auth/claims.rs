@@ -15,17 +15,21 @@
 //! Claim names may be dotted paths into nested objects (`realm_access.roles`) when no claim
 //! has the literal name. The role is the `role_claim` (a string, or the highest known role in
 //! an array; `default_role` otherwise); the tenants are the non-empty strings of
-//! `tenant_claim` (a string or an array). A claim becomes a header value as it is (a string),
+//! `tenant_claim` (a string or an array). With `tenants` (a [`TenantBinding`]), a tenant the
+//! token names outside that list is reported ([`ClaimRules::tenant_outside_issuer`]) — it is
+//! refused with 403 once the token is verified, never with a 401 before. A claim becomes a header value as it is (a string),
 //! joined with `", "` (an array) or as compact JSON; a value over 4 KiB or not valid in a
 //! header is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use globset::GlobMatcher;
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::config::auth::JwtProviderConfig;
+use crate::config::values::NameGlob;
 
 use super::{Reason, Role};
 
@@ -42,6 +46,8 @@ pub struct ClaimRules {
     pub role_claim: Option<String>,
     pub default_role: Role,
     pub tenant_claim: Option<String>,
+    /// The tenants the issuer may name (`tenants`); `None`: any.
+    pub tenant_binding: Option<TenantBinding>,
     /// Refuse ID tokens (`nonce`, or `token_use` other than `access`).
     pub reject_id_tokens: bool,
 }
@@ -63,6 +69,7 @@ impl ClaimRules {
             role_claim: config.role_claim.clone(),
             default_role: config.default_role,
             tenant_claim: config.tenant_claim.clone(),
+            tenant_binding: config.tenants.as_deref().map(TenantBinding::new),
             reject_id_tokens: config.rejects_id_tokens(),
         }
     }
@@ -145,6 +152,41 @@ impl ClaimRules {
             .and_then(|name| claim(claims, name))
             .map(strings)
             .unwrap_or_default()
+    }
+}
+
+/// The tenants one issuer may speak for: exact names and globs, compared by their text.
+#[derive(Debug, Clone)]
+pub struct TenantBinding {
+    globs: Vec<NameGlob>,
+    matchers: Vec<GlobMatcher>,
+}
+
+impl PartialEq for TenantBinding {
+    fn eq(&self, other: &TenantBinding) -> bool {
+        self.globs == other.globs
+    }
+}
+
+impl TenantBinding {
+    pub fn new(globs: &[NameGlob]) -> TenantBinding {
+        TenantBinding {
+            globs: globs.to_vec(),
+            matchers: globs.iter().map(|g| g.glob().compile_matcher()).collect(),
+        }
+    }
+
+    /// Whether the issuer may name `tenant`.
+    pub fn allows(&self, tenant: &str) -> bool {
+        self.matchers.iter().any(|m| m.is_match(tenant))
+    }
+}
+
+impl ClaimRules {
+    /// The first of `tenants` (as the token names them) the issuer may not speak for.
+    pub fn tenant_outside_issuer(&self, tenants: &[Arc<str>]) -> Option<Arc<str>> {
+        let binding = self.tenant_binding.as_ref()?;
+        tenants.iter().find(|t| !binding.allows(t)).cloned()
     }
 }
 
@@ -333,6 +375,23 @@ mod tests {
                 Reason::InvalidAudience
             );
         }
+    }
+
+    #[test]
+    fn a_binding_reports_the_first_tenant_outside_it() {
+        let bound = rules("tenant_claim = \"t\"\ntenants = [\"acme\", \"beta-*\"]");
+        let names = |list: &[&str]| list.iter().map(|t| Arc::from(*t)).collect::<Vec<_>>();
+        assert_eq!(
+            bound.tenant_outside_issuer(&names(&["acme", "beta-1"])),
+            None
+        );
+        assert_eq!(
+            bound.tenant_outside_issuer(&names(&["beta-1", "acmex", "gamma"])),
+            Some(Arc::from("acmex"))
+        );
+        assert_eq!(bound.tenant_outside_issuer(&[]), None);
+        let any = rules("tenant_claim = \"t\"");
+        assert_eq!(any.tenant_outside_issuer(&names(&["anything"])), None);
     }
 
     #[test]

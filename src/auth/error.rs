@@ -12,7 +12,8 @@
 //! - 403 `InsufficientPermissions` with the manager's message and `details
 //!   {"required","actual"}`; for a `/v0` path missing from the role table, `required` is
 //!   `null` and `reason` is `unclassified_endpoint`.
-//! - 403 `NotATenantMember` when the client asks for a tenant its principal does not belong to.
+//! - 403 `NotATenantMember` when the client asks for a tenant its principal does not belong to,
+//!   or the token names a tenant outside its issuer's `tenants`.
 //!
 //! Messages and descriptions are fixed strings: nothing from the token (claims, `kid`, `iss`)
 //! is ever echoed, to the client or to the log (an API key's configured name may be logged).
@@ -144,8 +145,13 @@ pub enum AuthError {
     InsufficientRole { required: Role, actual: Role },
     #[error("endpoint is not in the role table")]
     UnclassifiedEndpoint { actual: Role },
+    /// The requested tenant is not the principal's, or the token names a tenant outside its
+    /// issuer's `tenants`; `tenant` is echoed only when the client asked for it.
     #[error("not a member of the requested tenant")]
-    NotATenantMember { tenant: String },
+    NotATenantMember {
+        tenant: Option<String>,
+        outside_issuer: bool,
+    },
     /// Not the client's doing: the stack is out of order (a 500).
     #[error("{0}")]
     Internal(GatewayError),
@@ -217,18 +223,31 @@ impl From<AuthError> for GatewayError {
                 "actual": actual.as_str(),
                 "reason": "unclassified_endpoint",
             })),
-            AuthError::NotATenantMember { tenant } => {
-                let details = if tenant.len() <= MAX_ECHOED_TENANT {
-                    json!({ "tenant": tenant })
-                } else {
-                    json!({})
+            AuthError::NotATenantMember {
+                tenant,
+                outside_issuer,
+            } => {
+                let details = match tenant {
+                    Some(tenant) if tenant.len() <= MAX_ECHOED_TENANT => {
+                        json!({ "tenant": tenant })
+                    }
+                    _ => json!({}),
                 };
-                GatewayError::new(
+                let error = GatewayError::new(
                     StatusCode::FORBIDDEN,
                     "NotATenantMember",
-                    "The caller is not a member of the requested tenant",
+                    if outside_issuer {
+                        "The token names a tenant its issuer may not speak for"
+                    } else {
+                        "The caller is not a member of the requested tenant"
+                    },
                 )
-                .with_details(details)
+                .with_details(details);
+                if outside_issuer {
+                    error.with_internal("a tenant in the token is outside [[auth.jwt]] tenants")
+                } else {
+                    error
+                }
             }
         }
     }

@@ -22,7 +22,9 @@
 //!    `unsupported_algorithm`.
 //! 7. Signature (counted in `verifications`): `invalid_signature`.
 //!
-//! The principal is `jwt:<iss>#<sub>`, with the role and tenants its claims give.
+//! The principal is `jwt:<iss>#<sub>`, with the role and tenants its claims give. A tenant
+//! outside the issuer's `tenants` is noted in the identity and refused (403) by the tenant
+//! check that follows authentication: a forged token still gets its 401 first.
 
 use http::HeaderName;
 use prometheus_client::metrics::counter::Counter;
@@ -140,10 +142,12 @@ impl Verifier<'_> {
         }
 
         let role = rules.claims.role(claims);
+        let tenants = rules.claims.tenants(claims);
         Ok(Outcome::Verified {
             identity: Identity {
                 principal: Principal::jwt(issuer, checked.subject, role, None),
-                tenants: rules.claims.tenants(claims),
+                tenant_outside_issuer: rules.claims.tenant_outside_issuer(&tenants),
+                tenants,
                 claim_headers: claims::claim_headers(claims, self.claim_headers),
             },
             exp: checked.exp,

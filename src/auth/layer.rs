@@ -167,6 +167,25 @@ impl Authenticator {
         {
             tracing::warn!("[auth] is on but has no API keys and no JWT issuers: every non-public request will get 401");
         }
+        let naming: Vec<&str> = config
+            .jwt
+            .iter()
+            .filter(|jwt| jwt.tenant_claim.is_some())
+            .map(|jwt| jwt.issuer.as_str())
+            .collect();
+        let unbound: Vec<&str> = config
+            .jwt
+            .iter()
+            .filter(|jwt| jwt.tenant_claim.is_some() && jwt.tenants.is_none())
+            .map(|jwt| jwt.issuer.as_str())
+            .collect();
+        if policy.mode == AuthMode::On && naming.len() > 1 && !unbound.is_empty() {
+            tracing::warn!(
+                issuers = ?unbound,
+                "several [[auth.jwt]] issuers name tenants, and these may name any tenant: \
+                 one issuer's tokens can act in another's tenants; bind each with `tenants`"
+            );
+        }
         Ok(Authenticator {
             policy,
             state,

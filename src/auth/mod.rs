@@ -55,6 +55,9 @@ pub struct Identity {
     pub principal: Principal,
     /// The tenants it belongs to (an API key's one tenant, or the token's `tenant_claim`).
     pub tenants: Vec<std::sync::Arc<str>>,
+    /// A tenant the token names that its issuer may not speak for (`[[auth.jwt]] tenants`):
+    /// every request with this identity is refused (403 `NotATenantMember`).
+    pub tenant_outside_issuer: Option<std::sync::Arc<str>>,
     /// `[auth] claim_headers` rendered from the verified claims.
     pub claim_headers: Vec<(HeaderName, HeaderValue)>,
 }

@@ -166,6 +166,9 @@ mod tests {
         ] {
             assert!(!policy(&changed).verifies_like(&base), "{changed}");
         }
+        let bound = |t: &str| policy(&format!("{A}tenant_claim = \"t\"\ntenants = [\"{t}\"]\n"));
+        assert!(bound("acme").verifies_like(&bound("acme")));
+        assert!(!bound("acme").verifies_like(&bound("beta-*")));
         // Key sources are not rules: the state decides about keys.
         let moved = A.replace("https://a/jwks", "https://a/keys");
         assert!(policy(&moved).verifies_like(&base));

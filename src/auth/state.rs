@@ -20,7 +20,7 @@
 //! - **The token cache** is carried only when (a) every issuer of the previous policy is in
 //!   the new one with equal verification rules ([`AuthPolicy::verifies_like`]: audiences,
 //!   algorithms, token types, leeway, required claims, ID-token refusal, role and tenant
-//!   claims) and the claim headers
+//!   claims, `tenants`) and the claim headers
 //!   are equal, (b) each of those issuers has the same keys — its key set carried (the same
 //!   object) and its shared secrets byte for byte the same (compared by a SHA-256
 //!   fingerprint), and (c) `token_cache_size` and `token_cache_ttl` are equal. A cached entry

@@ -30,6 +30,7 @@
 //! jwks_file = "config/jwks.json"   # or jwks_url = "https://…", or discovery = true
 //! role_claim = "feldera_role"
 //! tenant_claim = "tenant"
+//! tenants = ["acme", "beta-*"]     # the tenants it may name; default: any
 //! token_types = ["at+jwt", "JWT"]  # the JOSE typ header; default: any
 //! reject_id_tokens = true          # nonce, or token_use != "access"; default: discovery
 //!
@@ -52,7 +53,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::values::{FetchUrl, HeaderName, HttpMethod, JwsAlgorithm, KeyHash, PathGlob};
+use super::values::{FetchUrl, HeaderName, HttpMethod, JwsAlgorithm, KeyHash, NameGlob, PathGlob};
 use super::Problems;
 use crate::catalog::Role;
 
@@ -179,6 +180,11 @@ pub struct JwtProviderConfig {
     /// Claim holding the tenant (a string, or an array of tenants the subject belongs to).
     #[serde(default)]
     pub tenant_claim: Option<String>,
+    /// The tenants this issuer may speak for: exact names and/or globs (`"beta-*"`). A token
+    /// naming any other tenant in `tenant_claim` is refused (403 `NotATenantMember`). `None`:
+    /// any tenant — with several issuers, one could then name another's tenants.
+    #[serde(default)]
+    pub tenants: Option<Vec<NameGlob>>,
     /// Claims that must be present (`exp` and `sub` always are).
     #[serde(default)]
     pub required_claims: Vec<String>,
@@ -588,6 +594,17 @@ impl JwtProviderConfig {
         if self.jwks_refresh < Duration::from_secs(1) {
             problems.push(format!("{at}.jwks_refresh"), "must be at least 1s");
         }
+        match &self.tenants {
+            Some(tenants) if tenants.is_empty() => problems.push(
+                format!("{at}.tenants"),
+                "must not be empty (leave it out to let the issuer name any tenant)",
+            ),
+            Some(_) if self.tenant_claim.is_none() => problems.push(
+                format!("{at}.tenants"),
+                "needs tenant_claim: without it no token names a tenant",
+            ),
+            _ => {}
+        }
         if self.token_types.as_ref().is_some_and(Vec::is_empty) {
             problems.push(
                 format!("{at}.token_types"),
@@ -808,6 +825,36 @@ mod tests {
             ..config
         };
         assert!(config.rejects_id_tokens());
+    }
+
+    #[test]
+    fn an_issuers_tenants_need_a_tenant_claim_and_at_least_one_entry() {
+        let base = "[[auth.jwt]]\nissuer = \"https://i/\"\naudiences = [\"a\"]\n\
+                    algorithms = [\"RS256\"]\njwks_url = \"https://i/jwks\"\n";
+        for (extra, expected) in [
+            (
+                "tenants = [\"acme\"]\n",
+                "auth.jwt[0].tenants: needs tenant_claim",
+            ),
+            (
+                "tenant_claim = \"t\"\ntenants = []\n",
+                "auth.jwt[0].tenants: must not be empty",
+            ),
+            (
+                "tenant_claim = \"t\"\ntenants = [\"[\"]\n",
+                "auth.jwt[0].tenants[0]: invalid glob",
+            ),
+        ] {
+            let lines = problems(&format!("{base}{extra}"));
+            assert!(
+                lines.len() == 1 && lines[0].starts_with(expected),
+                "{expected}: {lines:?}"
+            );
+        }
+        let good = problems(&format!(
+            "{base}tenant_claim = \"t\"\ntenants = [\"acme\", \"beta-*\"]\n"
+        ));
+        assert!(good.is_empty(), "{good:?}");
     }
 
     #[test]
