@@ -216,6 +216,63 @@ async fn an_issuer_naming_a_tenant_outside_its_list_is_403_not_a_tenant_member()
     );
 }
 
+// ---------------------------------------------------------------- routes name their issuers
+
+#[tokio::test]
+async fn a_route_refuses_credentials_from_issuers_it_does_not_name() {
+    let (acme, rest) = (standin("acme").await, standin("rest").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (a_key, b_key) = (TestKey::es256("a"), TestKey::eddsa("b"));
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a_dir, &b_dir] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let (a, b) = ("https://idp-a/", "https://idp-b/");
+    let key = apikey::generate();
+    let rest_text = format!(
+        "[[routes]]\npipelines = [\"orders\"]\nupstream = \"acme\"\nissuers = [\"{a}\"]\n\
+         [[routes]]\npipelines = [\"*\"]\nupstream = \"rest\"\ndefault = true\n\
+         issuers = [\"{b}\", \"apikey\"]\n\
+         [auth]\n\
+         [[auth.api_keys]]\nname = \"ci\"\nsha256 = \"{}\"\nrole = \"read\"\n{}{}",
+        apikey::hash(&key),
+        issuer(a, &key_sources(&[&a_key], &a_dir), ""),
+        issuer(b, &key_sources(&[&b_key], &b_dir), ""),
+    );
+    let gw = gateway(&config(
+        &[("acme", acme.url()), ("rest", rest.url())],
+        &rest_text,
+    ))
+    .await;
+    let (from_a, from_b) = (
+        a_key.token(&claims(a, "acme")),
+        b_key.token(&claims(b, "beta")),
+    );
+    let orders = "/v0/pipelines/orders";
+    // The route that takes `orders` serves A only: B and the API key are refused there, and
+    // do not fall through to the default route (which would serve them).
+    for bearer in [&from_b, &key] {
+        let answer = get_as(&gw, orders, bearer, &[]).await;
+        let details = answer.error(403, "InsufficientPermissions");
+        assert_eq!(details, json!({ "reason": "issuer_not_accepted" }));
+    }
+    assert!(acme.requests().is_empty() && rest.requests().is_empty());
+    let answer = get_as(&gw, orders, &from_a, &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("x-standin-instance"), Some("acme"));
+    // The default route serves B and API keys, not A.
+    for bearer in [&from_b, &key] {
+        let answer = get_as(&gw, "/v0/pipelines", bearer, &[]).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.header("x-standin-instance"), Some("rest"));
+    }
+    let answer = get_as(&gw, "/v0/pipelines", &from_a, &[]).await;
+    answer.error(403, "InsufficientPermissions");
+    // Public paths carry no credential: the route's issuers do not apply.
+    let healthz = send("GET", &format!("{}/healthz", gw.url()), &[], b"").await;
+    assert_eq!(healthz.status, 200, "{}", healthz.text());
+}
+
 // ---------------------------------------------------------------- token types
 
 #[tokio::test]

@@ -508,6 +508,15 @@ impl JwtProviderConfig {
         if self.issuer.is_empty() {
             problems.push(format!("{at}.issuer"), "must not be empty");
         }
+        if self.issuer == super::API_KEYS_ISSUER {
+            problems.push(
+                format!("{at}.issuer"),
+                format!(
+                    "\"{}\" names the API keys in [[routes]] issuers",
+                    super::API_KEYS_ISSUER
+                ),
+            );
+        }
         if self.audiences.is_empty() {
             problems.push(
                 format!("{at}.audiences"),
