@@ -362,6 +362,62 @@ async fn token_types_accept_only_the_listed_typ_headers() {
     }
 }
 
+// ---------------------------------------------------------------- budgets shared by a tenant
+
+#[tokio::test]
+async fn five_keys_of_one_tenant_share_one_budget() {
+    let manager = standin("a").await;
+    let keys: Vec<(String, &str)> = (0..6)
+        .map(|i| (apikey::generate(), if i < 5 { "acme" } else { "beta" }))
+        .collect();
+    let mut auth = String::from("[auth]\n");
+    for (i, (key, tenant)) in keys.iter().enumerate() {
+        auth.push_str(&format!(
+            "[[auth.api_keys]]\nname = \"k{i}\"\nsha256 = \"{}\"\nrole = \"read\"\n\
+             tenant = \"{tenant}\"\n",
+            apikey::hash(key)
+        ));
+    }
+    let limits = "[rate_limit]\nprincipal = { rate = \"1/h\", burst = 10 }\n\
+                  [[rate_limit.tenants]]\nname = \"per-tenant\"\ntenants = [\"acme\", \"beta\"]\n\
+                  rate = \"1/h\"\nburst = 3\n";
+    let gw = gateway(&config(
+        &[("m", manager.url())],
+        &format!("{DEFAULT_ROUTE}{auth}{limits}"),
+    ))
+    .await;
+    let mut answers = Vec::new();
+    for (key, _) in &keys[..5] {
+        answers.push(get_as(&gw, "/v0/pipelines", key, &[]).await);
+    }
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429],
+        "one budget for five keys"
+    );
+    let policies: Vec<&str> = answers[0]
+        .headers
+        .get_all("ratelimit-policy")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(
+        policies,
+        ["\"principal\";q=10;w=36000", "\"per-tenant\";q=3;w=10800"]
+    );
+    let refused = &answers[3];
+    let details = refused.error(429, "RateLimitExceeded");
+    assert_eq!(details["policy"], "per-tenant");
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    assert!(refused.header("retry-after").is_some());
+    // Another tenant has its own budget.
+    assert_eq!(
+        get_as(&gw, "/v0/pipelines", &keys[5].0, &[]).await.status,
+        200
+    );
+}
+
 // ---------------------------------------------------------------- API keys
 
 #[tokio::test]
