@@ -4,16 +4,18 @@
 //! Per request, in order:
 //! 1. Client-sent copies of every `[auth] claim_headers` header are removed (always, in every
 //!    mode, on every path).
-//! 2. `[auth] mode = "off"`: the anonymous principal with the `owner` role and the tenant the
-//!    client names in `Feldera-Tenant`; unclassified paths pass. Nothing else happens.
+//! 2. `[auth] mode = "off"`: the anonymous principal with the `owner` role, and the tenant
+//!    the client names in `Feldera-Tenant` only with `trust_tenant_header`; unclassified paths
+//!    pass. Nothing else happens.
 //! 3. Public paths pass without reading any credential.
 //! 4. The credential (`Authorization: Bearer …`, or the WebSocket subprotocol) is required
 //!    (`missing_credentials`); `apikey:…` goes to the key store, anything else is a JWT: the
 //!    verified-token cache first, then full verification. An unknown `kid` (or no key set
 //!    yet) waits for one shared, rate-limited refetch and is verified once more; only that path
 //!    is asynchronous — every other request is decided without awaiting.
-//! 5. The requested tenant must be the principal's (403 `NotATenantMember`), then the role
-//!    must reach the endpoint's minimum (403 `InsufficientPermissions`).
+//! 5. Every tenant the token names must be one its issuer may speak for, and the requested
+//!    tenant must be the principal's (403 `NotATenantMember`); then the role must reach the
+//!    endpoint's minimum (403 `InsufficientPermissions`).
 //! 6. The principal goes into the request extensions (and the access log), and the verified
 //!    claim headers into the request.
 //!
