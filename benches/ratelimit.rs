@@ -33,11 +33,11 @@ fn local(c: &mut Criterion) {
 }
 
 // The same redis-server helper the Redis tests use (a free port, killed on drop).
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
 
 fn redis(c: &mut Criterion) {
-    let server = support::RedisServer::start();
+    let server = redis_server::RedisServer::start();
     let url = server.url();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -64,7 +64,11 @@ impl fmt::Display for Role {
 /// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No credential needed (`/healthz`, `/config/authentication`, `/robots.txt`, the console).
+    /// Always without a credential, whatever `[auth] public_paths` says: the web console's
+    /// files and CORS preflights (browsers send neither with credentials).
+    Open,
+    /// No credential needed by default (`/healthz`, `/config/authentication`,
+    /// `/robots.txt`); `[auth] public_paths` may change that.
     Public,
     /// At least this role.
     Role(Role),
@@ -168,6 +172,9 @@ pub struct Endpoint {
     pub health_report: bool,
     /// The manager's web console (a static single-page app).
     pub console: bool,
+    /// The console's question which identity provider to log into
+    /// (`GET /config/authentication`): answered by the gateway with `[console.authentication]`.
+    pub identity_provider: bool,
 }
 
 const fn ep(name: &'static str, class: EndpointClass, access: Access) -> Endpoint {
@@ -179,6 +186,7 @@ const fn ep(name: &'static str, class: EndpointClass, access: Access) -> Endpoin
         activate_query: false,
         health_report: false,
         console: false,
+        identity_provider: false,
     }
 }
 
@@ -212,8 +220,12 @@ pub const UNCLASSIFIED: Endpoint = ep(
 /// Any path outside `/v0` and the public paths: the manager's web console.
 pub const CONSOLE: Endpoint = Endpoint {
     console: true,
-    ..public("console")
+    ..ep("console", EndpointClass::Public, Access::Open)
 };
+
+/// A CORS preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`), on any
+/// path: answered by the gateway with `[cors]`, by the manager without.
+pub const PREFLIGHT: Endpoint = ep("preflight", EndpointClass::Public, Access::Open);
 
 use EndpointClass as C;
 
@@ -261,7 +273,10 @@ pub const ROWS: &[Row] = &[
     row(
         "GET",
         "/config/authentication",
-        public("config.authentication"),
+        Endpoint {
+            identity_provider: true,
+            ..public("config.authentication")
+        },
     ),
     row("GET", "/robots.txt", public("robots.txt")),
     row("GET", "/v0/pipelines", read("pipelines.list")),
@@ -498,11 +513,11 @@ pub const ROWS: &[Row] = &[
 pub fn endpoint_names() -> impl Iterator<Item = &'static str> {
     static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
         let mut names: Vec<&'static str> = Vec::new();
-        for name in ROWS
-            .iter()
-            .map(|r| r.endpoint.name)
-            .chain([CONSOLE.name, UNCLASSIFIED.name])
-        {
+        for name in ROWS.iter().map(|r| r.endpoint.name).chain([
+            CONSOLE.name,
+            PREFLIGHT.name,
+            UNCLASSIFIED.name,
+        ]) {
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -646,6 +661,15 @@ pub fn classify(method: &Method, path: &str) -> Result<Classified, GatewayError>
         });
     }
     Err(GatewayError::method_not_allowed(method, path, "GET, HEAD"))
+}
+
+/// Classifies a CORS preflight for `path`: [`PREFLIGHT`], with the pipeline the path names
+/// (so it is routed like the request it announces).
+pub fn classify_preflight(path: &str) -> Classified {
+    Classified {
+        endpoint: &PREFLIGHT,
+        pipeline: pipeline_segment(path),
+    }
 }
 
 /// Where `{name}` of `/v0/pipelines/{name}/…` is, for paths the trie did not walk through.

@@ -155,8 +155,27 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let gateway = Gateway::start(config).await?;
+async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    // SIGHUP reloads the configuration file; a broken one is logged and changes nothing.
+    // Listened for before serving: its default action would end the process.
+    #[cfg(unix)]
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let gateway = Gateway::start_from(config, Some(path)).await?;
+    #[cfg(unix)]
+    {
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = hangups.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = gateway.reload_file().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
     shutdown_signal().await;
     gateway.shutdown().await;
     Ok(())
@@ -207,7 +226,8 @@ fn main() -> ExitCode {
         match command {
             Command::Run | Command::CheckConfig | Command::Apikey { .. } => {
                 let config = load(cli.config.as_ref(), false).map_err(anyhow::Error::msg)?;
-                serve(config).await
+                let path = cli.config.clone().unwrap_or_default();
+                serve(config, path).await
             }
             Command::StandIn(args) => feldera_standin::cli::run(args).await,
             Command::Demo => {

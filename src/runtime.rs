@@ -14,11 +14,17 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
 
 use crate::auth::{AuthMetrics, Authenticator};
 use crate::clock::Clock;
 use crate::config::{Config, Problems};
+use crate::console::IdentityProviderAnswer;
+use crate::cors::CorsPolicy;
 use crate::proxy::{Upstream, Upstreams};
 use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
 use crate::routing::RouteTable;
@@ -29,7 +35,54 @@ pub struct Process {
     pub metrics: Arc<Metrics>,
     pub auth: AuthMetrics,
     pub rate_limits: RateLimitMetrics,
+    pub reloads: ReloadMetrics,
     pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// Configuration reloads, by result, and when the running one was loaded.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+    loaded_at: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+impl ReloadMetrics {
+    fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "config_reloads",
+            "Configuration reloads, by result (ok, failed)",
+            self.reloads.clone(),
+        );
+        registry.register(
+            "config_loaded_timestamp_seconds",
+            "When the running configuration was loaded (Unix time)",
+            self.loaded_at.clone(),
+        );
+    }
+
+    /// Counts a reload.
+    pub fn record(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Reloads counted with this result so far.
+    pub fn count(&self, ok: bool) -> u64 {
+        let result = if ok { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ReloadLabels { result }).get()
+    }
+
+    pub fn loaded(&self, at: SystemTime) {
+        let seconds = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.loaded_at.set(seconds);
+    }
 }
 
 impl Process {
@@ -44,10 +97,13 @@ impl Process {
         auth.register(metrics.registry_mut());
         let rate_limits = RateLimitMetrics::default();
         rate_limits.register(metrics.registry_mut());
+        let reloads = ReloadMetrics::default();
+        reloads.register(metrics.registry_mut());
         Process {
             metrics: Arc::new(metrics),
             auth,
             rate_limits,
+            reloads,
             clock,
         }
     }
@@ -70,16 +126,39 @@ pub struct Runtime {
     pub authenticator: Arc<Authenticator>,
     /// `None` without `[rate_limit]`.
     pub rate_limits: Option<Arc<RateLimits>>,
+    /// `None` without `[cors]`.
+    pub cors: Option<Arc<CorsPolicy>>,
+    /// `None` without `[console.authentication]`.
+    pub identity_provider: Option<IdentityProviderAnswer>,
 }
 
 impl Runtime {
     /// Builds everything from a checked configuration; `Err` lists every problem.
     pub fn build(config: Config, process: &Process) -> Result<Runtime, Problems> {
+        Runtime::build_reusing(config, process, None)
+    }
+
+    /// [`Runtime::build`], carrying over from `previous` what did not change: an upstream
+    /// (its connection pool and health) whose settings are equal, every rate-limit budget
+    /// whose policy is the same, the Redis connection.
+    pub fn build_reusing(
+        config: Config,
+        process: &Process,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, Problems> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut problems = Problems::default();
         let routes = RouteTable::build(&config);
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for (i, upstream) in config.upstreams.iter().enumerate() {
+            let kept = previous.and_then(|p| {
+                let j = p.config.upstreams.iter().position(|u| u == upstream)?;
+                p.upstreams.get(j).cloned()
+            });
+            if let Some(kept) = kept {
+                upstreams.push(kept);
+                continue;
+            }
             match Upstream::new(upstream, &format!("upstreams[{i}]"), process.clock.clone()) {
                 Ok(upstream) => upstreams.push(Arc::new(upstream)),
                 Err(more) => problems.extend(more),
@@ -88,10 +167,11 @@ impl Runtime {
         let authenticator =
             Authenticator::new(&config.auth, "auth", process.clock.clone(), &process.auth);
         let rate_limits = match &config.rate_limit {
-            Some(rate_limit) => match RateLimits::build(
+            Some(rate_limit) => match RateLimits::build_reusing(
                 rate_limit,
                 LimiterClock::new(process.clock.clone()),
                 process.rate_limits.clone(),
+                previous.and_then(|p| p.rate_limits.as_deref()),
             ) {
                 Ok(limits) => Some(Arc::new(limits)),
                 Err(error) => {
@@ -118,6 +198,12 @@ impl Runtime {
             .iter()
             .map(|u| Arc::from(u.name.as_str()))
             .collect();
+        let cors = config.cors.as_ref().map(|c| Arc::new(CorsPolicy::new(c)));
+        let identity_provider = config
+            .console
+            .as_ref()
+            .and_then(|c| c.authentication.as_ref())
+            .map(IdentityProviderAnswer::new);
         problems.into_result(Runtime {
             config: Arc::new(config),
             loaded_at: SystemTime::now(),
@@ -126,19 +212,31 @@ impl Runtime {
             upstream_names,
             authenticator: Arc::new(authenticator),
             rate_limits,
+            cors,
+            identity_provider,
         })
     }
 
-    /// This runtime's background work until `stop` turns true: key-set refreshes and
-    /// `api_keys_file` re-reads, and the rate limiter's sweeper.
-    pub async fn run_background(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let auth = self
-            .authenticator
-            .clone()
-            .run_background(stopped(stop.clone()));
+    /// This runtime's background work until `stop` or `shutdown` turns true: key-set
+    /// refreshes and `api_keys_file` re-reads, and the rate limiter's sweeper.
+    pub async fn run_background(
+        self: Arc<Self>,
+        stop: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let until = || {
+            let (stop, shutdown) = (stop.clone(), shutdown.clone());
+            async move {
+                tokio::select! {
+                    () = stopped(stop) => {}
+                    () = stopped(shutdown) => {}
+                }
+            }
+        };
+        let auth = self.authenticator.clone().run_background(until());
         match self.rate_limits.clone() {
             Some(limits) => {
-                tokio::join!(auth, limits.run_sweeper(stopped(stop)));
+                tokio::join!(auth, limits.run_sweeper(until()));
             }
             None => auth.await,
         }

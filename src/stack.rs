@@ -26,6 +26,8 @@ use tower::{Layer, Service, ServiceBuilder};
 use crate::auth::AuthLayer;
 use crate::body::{BoxError, Request, Response};
 use crate::check::CheckLayer;
+use crate::console::ConsoleLayer;
+use crate::cors::CorsLayer;
 use crate::errors::GatewayError;
 use crate::limits::{BodyLimit, HeaderLimits};
 use crate::proxy::{Forward, TimeoutLayer};
@@ -53,6 +55,9 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
         .layer(RequestLogLayer::new(metrics))
         // A panic anywhere below becomes a JSON 500 that the access log still records.
         .layer(CatchPanicLayer)
+        // CORS headers on every response to an allowed origin, errors included (a browser
+        // must be able to read a 401 or a 429): so it wraps everything that can answer.
+        .layer(CorsLayer::decorate(runtime.cors.clone()))
         // Load shedding before any work is spent on the request; after the log so that shed
         // requests are still counted and logged. `LoadShed` answers at once when the
         // concurrency limit has no room (never waits), `Rescue` makes that answer a 503.
@@ -79,6 +84,10 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
         // included) is refused before any signature is verified; after the cheap size and
         // path checks, which cost less than a (possibly Redis) decision.
         .layer(RateLimitLayer::client_ip(runtime.rate_limits.clone()))
+        // Preflights and the console's identity-provider question are answered here: after
+        // the per-IP limit, before authentication (browsers send neither with credentials).
+        .layer(CorsLayer::preflight(runtime.cors.clone()))
+        .layer(ConsoleLayer::new(runtime.identity_provider.clone()))
         // Auth slot: the principal and its role, before anything is keyed on who calls.
         .layer(AuthLayer::new(runtime.authenticator.clone()))
         // Limit by principal right after auth, so the key is verified and the endpoint's

@@ -4,9 +4,8 @@
 //! tests control. Every refusal is checked for status, `error_code` and `details.reason`.
 //! Nothing sleeps to wait for time: waits poll with a deadline.
 
-mod support;
+pub mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,65 +16,14 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use pipeline_gateway::auth::apikey;
 use pipeline_gateway::config::Config;
 use pipeline_gateway::Gateway;
 use serde_json::{json, Value};
 use support::keys::{b64, hmac_sha256, jwks, key_sources, TestKey};
+use support::{echo_upstream, serve};
 use tokio::net::TcpListener;
-
-type Handler = Arc<dyn Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
-
-/// Serves `handler` on 127.0.0.1:0 until the test ends.
-async fn serve(handler: Handler) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let response = handler(request);
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// An upstream that answers 200 with `{"method","path","headers"}` as it received them.
-async fn echo_upstream() -> SocketAddr {
-    serve(Arc::new(|request: Request<Incoming>| {
-        let headers: serde_json::Map<String, Value> = request
-            .headers()
-            .keys()
-            .map(|name| {
-                let values: Vec<&str> = request
-                    .headers()
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect();
-                (name.to_string(), json!(values.join(", ")))
-            })
-            .collect();
-        let body = json!({
-            "method": request.method().as_str(),
-            "path": request.uri().path(),
-            "headers": headers,
-        });
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap()
-    }))
-    .await
-}
 
 /// A JWKS (and OpenID discovery) server the test controls.
 struct JwksServer {

@@ -4,21 +4,19 @@
 //! API keys that do not tell an expired key from an unknown one. Every refusal is checked for
 //! status, `error_code` and its interesting `details`.
 
-mod common;
-mod support;
+pub mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::{gateway, send, standin, Reply};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use pipeline_gateway::auth::apikey;
 use pipeline_gateway::Gateway;
 use serde_json::{json, Value};
 use support::keys::{jwks, key_sources, TestKey};
+use support::{gateway, metric, send, serve, standin, Reply};
 
 /// The configuration of a gateway with an admin listener, one upstream per `(name, url)`,
 /// and `rest` (routes, `[auth]`, `[rate_limit]`).
@@ -43,15 +41,12 @@ async fn get_as(gw: &Gateway, path: &str, bearer: &str, headers: &[(&str, &str)]
     send("GET", &format!("{}{path}", gw.url()), &all, b"").await
 }
 
-/// The value of one sample of the admin listener's `/metrics`, 0 when absent.
-async fn metric(gw: &Gateway, sample: &str) -> u64 {
+/// The admin listener's `/metrics` text.
+async fn metrics(gw: &Gateway) -> String {
     let admin = gw.admin_addr().expect("admin listener");
-    let text = send("GET", &format!("http://{admin}/metrics"), &[], b"")
+    send("GET", &format!("http://{admin}/metrics"), &[], b"")
         .await
-        .text();
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
+        .text()
 }
 
 /// An OpenID provider on 127.0.0.1:0: its discovery document names its key set.
@@ -61,32 +56,22 @@ struct Idp {
 
 impl Idp {
     async fn start(keys: &[&TestKey]) -> Idp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let issuer = format!("http://{addr}");
-        let discovery =
-            json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json") }).to_string();
         let key_set = jwks(keys).to_string();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (discovery, key_set) = (discovery.clone(), key_set.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request: http::Request<_>| {
-                        let body = if request.uri().path() == "/jwks.json" {
-                            key_set.clone()
-                        } else {
-                            discovery.clone()
-                        };
-                        async move {
-                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let discovery: Arc<std::sync::OnceLock<String>> = Arc::default();
+        let document = discovery.clone();
+        let addr: SocketAddr = serve(Arc::new(move |request: http::Request<_>| {
+            let body = if request.uri().path() == "/jwks.json" {
+                key_set.clone()
+            } else {
+                document.get().cloned().unwrap_or_default()
+            };
+            http::Response::new(Full::new(Bytes::from(body)))
+        }))
+        .await;
+        let issuer = format!("http://{addr}");
+        let _ = discovery.set(
+            json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks.json") }).to_string(),
+        );
         Idp { issuer }
     }
 }
@@ -448,13 +433,14 @@ async fn an_expired_api_key_answers_exactly_like_an_unknown_one() {
         unknown.header("www-authenticate")
     );
     // Operators still tell them apart.
+    let text = metrics(&gw).await;
     let failures = "pipeline_gateway_auth_failures_total{reason=";
     assert_eq!(
-        metric(&gw, &format!("{failures}\"expired_api_key\"}}")).await,
+        metric(&text, &format!("{failures}\"expired_api_key\"}}")),
         1
     );
     assert_eq!(
-        metric(&gw, &format!("{failures}\"invalid_api_key\"}}")).await,
+        metric(&text, &format!("{failures}\"invalid_api_key\"}}")),
         1
     );
     assert_eq!(get_as(&gw, "/v0/pipelines", &live, &[]).await.status, 200);

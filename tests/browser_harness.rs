@@ -1,9 +1,10 @@
 //! Proves the real-browser harness (`support::browser`) on a page of our own, before the web
 //! console and status page tests rely on it.
 //!
-//! A test-local hyper server on 127.0.0.1:0 serves `/page`, whose script `fetch`es a path on
-//! the same server (with `Authorization: Bearer <token>` when the page's `token` parameter is
-//! set), and writes the answer's status, `error_code` and JSON into the page. Headless
+//! A test-local server (`support::serve`) on 127.0.0.1:0 serves `/page`, whose script
+//! `fetch`es a path on the same server (with `Authorization: Bearer <token>` when the page's
+//! `token` parameter is set), and writes the answer's status, `error_code` and JSON into the
+//! page. Headless
 //! Chromium loads it; the tests wait for the text with a deadline, compare it with what the
 //! server sent, check what the server received from the browser, keep a screenshot under
 //! `target/browser-artifacts/`, and prove that no `chromedriver` or Chromium process outlives
@@ -12,9 +13,8 @@
 //! Without `chromium`/`chromedriver` the tests skip loudly; under
 //! `PIPELINE_GATEWAY_REQUIRE_TOOLS=1` (set by `.ci/run`) they fail.
 
-mod support;
+pub mod support;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -24,11 +24,9 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use support::browser::{artifacts_dir, live_processes, Browser};
-use tokio::net::TcpListener;
+use support::serve;
 
 /// How long a page may take to show what its script fetched.
 const PAGE_DEADLINE: Duration = Duration::from_secs(15);
@@ -111,24 +109,12 @@ struct PageServer {
 
 impl PageServer {
     async fn start() -> PageServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local address");
         let hits = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&hits);
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let recorded = Arc::clone(&recorded);
-                let service = service_fn(move |request: Request<Incoming>| {
-                    let recorded = Arc::clone(&recorded);
-                    async move { Ok::<_, Infallible>(answer(&recorded, &request)) }
-                });
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        let addr = serve(Arc::new(move |request: Request<Incoming>| {
+            answer(&recorded, &request)
+        }))
+        .await;
         PageServer { addr, hits }
     }
 

@@ -134,3 +134,65 @@ fn unknown_keys_and_syntax_errors_are_reported_with_their_place() {
     assert!(stderr.contains("unknown field `max_body`"), "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
 }
+
+#[test]
+fn sighup_reloads_the_configuration_file_and_a_broken_one_changes_nothing() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    let config = |tag: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[upstreams]]\nname = \"{tag}\"\nendpoints = [\"http://127.0.0.1:9\"]\n\
+             [[routes]]\nupstream = \"{tag}\"\ndefault = true\n[auth]\nmode = \"off\"\n"
+        )
+    };
+    std::fs::write(&path, config("first")).unwrap();
+    let mut child = gateway()
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (sender, logged) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(line) = logged.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        let rest: Vec<String> = logged.try_iter().collect();
+        panic!("the gateway never logged {needle:?}; then: {rest:?}");
+    };
+    wait_for("pipeline-gateway listening");
+    std::fs::write(&path, config("second")).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for("configuration reloaded");
+    std::fs::write(&path, "not toml").unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let refusal = wait_for("configuration not reloaded");
+    assert!(refusal.contains("line 1"), "{refusal}");
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

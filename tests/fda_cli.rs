@@ -9,16 +9,15 @@
 //! `fda` is found by `support::tools::fda()`: without it the tests skip loudly, and with
 //! `PIPELINE_GATEWAY_REQUIRE_TOOLS=1` (set by `.ci/run`) they fail.
 
-mod common;
-mod support;
+pub mod support;
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::*;
 use feldera_standin::{SeedPipeline, SeedStatus, Standin, StandinOptions};
 use pipeline_gateway::Gateway;
+use support::*;
 use tokio::io::AsyncWriteExt;
 
 /// How long one `fda` command may take before it is killed and the test fails.

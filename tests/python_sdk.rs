@@ -4,16 +4,15 @@
 //! unless `PIPELINE_GATEWAY_REQUIRE_SDK=1` (set by `.ci/run`), which turns the skip into a
 //! failure.
 
-mod common;
-mod support;
+pub mod support;
 
 use std::process::Command;
 
-use common::*;
-use feldera_standin::{SeedPipeline, SeedStatus, StandinOptions};
+use feldera_standin::{Edition, SeedPipeline, SeedStatus, StandinOptions};
 use pipeline_gateway::auth::apikey;
 use serde_json::json;
 use support::keys::{jwks, TestKey};
+use support::*;
 
 fn sdk_available() -> bool {
     let importable = Command::new("python3")
@@ -150,11 +149,21 @@ async fn authenticated_pair(
     client_key: &str,
     signer: &TestKey,
 ) -> (pipeline_gateway::Gateway, feldera_standin::Standin) {
+    authenticated_pair_with(dir, client_key, signer, Edition::Enterprise).await
+}
+
+async fn authenticated_pair_with(
+    dir: &std::path::Path,
+    client_key: &str,
+    signer: &TestKey,
+    edition: Edition,
+) -> (pipeline_gateway::Gateway, feldera_standin::Standin) {
     let manager_key = alnum_key(3);
     // SAFETY of the test: the variable is only read by gateways built in this file.
     std::env::set_var(MANAGER_KEY_ENV, &manager_key);
     let upstream = standin_with(StandinOptions {
         require_api_key: Some(manager_key),
+        edition,
         ..with_fresh_pipeline()
     })
     .await;
@@ -247,6 +256,52 @@ async fn sdk_reaches_running_with_an_api_key_and_with_a_jwt() {
     })
     .await
     .expect("SDK run with a JWT");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_defaults_see_the_managers_own_error_codes_in_both_editions() {
+    if !sdk_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client_key = alnum_key(11);
+    let signer = TestKey::rs256("sdk-key-1");
+    let token = signer.token(&json!({
+        "iss": "https://idp.test/",
+        "aud": "feldera-api",
+        "sub": "sdk-user",
+        "exp": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600,
+        "feldera_role": "write",
+    }));
+    for edition in [Edition::Enterprise, Edition::Oss] {
+        let (gw, upstream) =
+            authenticated_pair_with(dir.path(), &client_key, &signer, edition).await;
+        let checks = match edition {
+            Edition::Oss => {
+                "manager_errors_keep_their_codes,activate_is_an_enterprise_feature_on_oss"
+            }
+            Edition::Enterprise => "manager_errors_keep_their_codes",
+        };
+        for credential in [client_key.clone(), token.clone()] {
+            let url = gw.url();
+            tokio::task::spawn_blocking(move || run_sdk(&url, Some(&credential), checks))
+                .await
+                .expect("SDK run");
+        }
+        // The SDK asked for compressed answers, and the manager compressed its errors.
+        let seen = upstream.requests();
+        assert!(
+            seen.iter().all(|r| r
+                .headers
+                .get("accept-encoding")
+                .is_some_and(|v| v.to_str().unwrap_or("").contains("gzip"))),
+            "every request carried the SDK's Accept-Encoding"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

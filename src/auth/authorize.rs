@@ -74,10 +74,11 @@ impl RoutePolicy {
 
     /// What a request for `method path`, classified as `access`, needs.
     pub fn requirement(&self, method: &Method, path: &str, access: Access) -> Requirement {
-        if self.public_paths.iter().any(|p| p == path) {
+        if access == Access::Open || self.public_paths.iter().any(|p| p == path) {
             return Requirement::Public;
         }
         match access {
+            Access::Open => Requirement::Public,
             Access::Public => Requirement::Role(Role::Read),
             Access::Role(role) => Requirement::Role(role),
             Access::Unclassified => self

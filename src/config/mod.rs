@@ -68,6 +68,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Requests in the gateway at once (until their response headers); over it: 503.
     pub max_in_flight: usize,
+    /// Reload the whole configuration when this file changes (checked every second), as on
+    /// `SIGHUP` or `POST /reload`.
+    pub watch_config: bool,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_in_flight: 10_000,
+            watch_config: false,
         }
     }
 }
@@ -211,6 +215,11 @@ impl Problems {
 
     pub fn into_vec(self) -> Vec<Problem> {
         self.0
+    }
+
+    /// The problems, in the order found.
+    pub fn iter(&self) -> impl Iterator<Item = &Problem> {
+        self.0.iter()
     }
 
     /// Adds every problem of `other`.
@@ -388,6 +397,51 @@ impl Config {
 }
 
 impl Config {
+    /// The configuration as JSON with nothing secret in it (for `GET /config`): API key
+    /// hashes, shared-secret sources and passwords in URLs are replaced by `"[redacted]"`.
+    pub fn redacted(&self) -> serde_json::Value {
+        const REDACTED: &str = "[redacted]";
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(keys) = value
+            .pointer_mut("/auth/api_keys")
+            .and_then(|k| k.as_array_mut())
+        {
+            for key in keys {
+                key["sha256"] = REDACTED.into();
+            }
+        }
+        if let Some(providers) = value
+            .pointer_mut("/auth/jwt")
+            .and_then(|p| p.as_array_mut())
+        {
+            for provider in providers {
+                if let Some(keys) = provider.get_mut("hmac_keys").and_then(|k| k.as_array_mut()) {
+                    for key in keys {
+                        for field in ["secret_file", "secret_env"] {
+                            if key.get(field).is_some_and(|v| !v.is_null()) {
+                                key[field] = REDACTED.into();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(url) = value.pointer_mut("/rate_limit/redis/url") {
+            if let Some(text) = url.as_str() {
+                *url = redact_password(text).into();
+            }
+        }
+        value
+    }
+
+    /// A short hash of the configuration (the first 16 hex digits of SHA-256 of its JSON).
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(json);
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+
     fn check_routes(&self, problems: &mut Problems) {
         if self.routes.is_empty() {
             problems.push("routes", "at least one route is required");
@@ -445,9 +499,62 @@ impl Config {
     }
 }
 
+/// `scheme://user:password@host…` with the password replaced.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:[redacted]{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redacted_config_shows_no_key_hash_secret_source_or_password() {
+        let config = Config::from_toml(
+            r#"
+            [[upstreams]]
+            name = "m"
+            endpoints = ["http://127.0.0.1:1"]
+            [[routes]]
+            upstream = "m"
+            default = true
+            [[auth.api_keys]]
+            name = "ci"
+            sha256 = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+            role = "read"
+            [[auth.jwt]]
+            issuer = "https://i/"
+            audiences = ["a"]
+            algorithms = ["HS256"]
+            hmac_keys = [{ kid = "k", secret_env = "GW_SECRET" }]
+            [rate_limit.redis]
+            url = "redis://gw:s3cret@redis.internal:6379/0"
+            "#,
+        )
+        .unwrap();
+        let text = config.redacted().to_string();
+        for secret in ["47DEQpj8", "GW_SECRET", "s3cret"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains("redis://gw:[redacted]@redis.internal:6379/0"),
+            "{text}"
+        );
+        assert!(text.contains("\"name\":\"ci\""), "{text}");
+        assert_eq!(config.hash().len(), 16);
+        assert_eq!(config.hash(), config.clone().hash());
+    }
 
     #[test]
     fn unknown_keys_are_errors() {

@@ -186,7 +186,10 @@ fn route_matches(routes: &[EndpointRef], endpoint: Option<&Endpoint>) -> bool {
 
 struct Limited<K: std::hash::Hash + Eq + Clone> {
     policy: Policy,
-    local: LocalLimiter<K>,
+    /// Shared with the next configuration's limits when the policy stays the same, so a
+    /// reload keeps every budget.
+    local: Arc<LocalLimiter<K>>,
+    max_keys: usize,
 }
 
 struct Rule {
@@ -262,6 +265,7 @@ impl RateLimitMetrics {
 /// Redis with the settings the decisions need.
 struct Shared {
     store: redis::RedisStore,
+    config: crate::config::ratelimit::RedisConfig,
     on_error: OnError,
     prefix: String,
     last_warning: AtomicU64,
@@ -291,25 +295,51 @@ impl RateLimits {
         clock: LimiterClock,
         metrics: RateLimitMetrics,
     ) -> Result<RateLimits, ::redis::RedisError> {
+        RateLimits::build_reusing(config, clock, metrics, None)
+    }
+
+    /// [`RateLimits::build`], keeping the budgets of `previous` for every policy whose
+    /// identity (name, rate, burst, key cap) did not change, and its Redis connection when
+    /// `[rate_limit.redis]` did not change: a reload resets no one's budget.
+    pub fn build_reusing(
+        config: &RateLimitConfig,
+        clock: LimiterClock,
+        metrics: RateLimitMetrics,
+        previous: Option<&RateLimits>,
+    ) -> Result<RateLimits, ::redis::RedisError> {
         fn limited_by<K: std::hash::Hash + Eq + Clone>(
             name: &str,
             limit: &LimitConfig,
             max_keys: usize,
             clock: &LimiterClock,
+            kept: Option<&Limited<K>>,
         ) -> Limited<K> {
             let policy = Policy::from_config(name, limit.rate, limit.burst);
+            let local = match kept {
+                Some(kept) if kept.policy == policy && kept.max_keys == max_keys => {
+                    kept.local.clone()
+                }
+                _ => Arc::new(LocalLimiter::new(
+                    policy.rate,
+                    policy.burst,
+                    max_keys,
+                    clock.clone(),
+                )),
+            };
             Limited {
-                local: LocalLimiter::new(policy.rate, policy.burst, max_keys, clock.clone()),
+                local,
                 policy,
+                max_keys,
             }
         }
+        let kept_principal = |name: &str| previous.and_then(|p| p.principal_like(name));
         let limited = |name: &str, limit: &LimitConfig| -> Limited<Arc<str>> {
-            limited_by(name, limit, config.max_keys, &clock)
+            limited_by(name, limit, config.max_keys, &clock, kept_principal(name))
         };
-        let client_ip = config
-            .client_ip
-            .as_ref()
-            .map(|l| limited_by::<IpAddr>("client_ip", l, config.max_keys, &clock));
+        let client_ip = config.client_ip.as_ref().map(|l| {
+            let kept = previous.and_then(|p| p.client_ip.as_ref());
+            limited_by::<IpAddr>("client_ip", l, config.max_keys, &clock, kept)
+        });
         let principal = config.principal.as_ref().map(|l| limited("principal", l));
         let rules = config
             .rules
@@ -354,18 +384,30 @@ impl RateLimits {
                     .map(|g| g.glob().compile_matcher())
                     .collect(),
                 routes: budget.routes.clone(),
-                limited: limited(
-                    &config.tenant_name(i),
-                    &LimitConfig {
+                limited: {
+                    // A tenant budget carries over only from a tenant budget of that name.
+                    let name = config.tenant_name(i);
+                    let kept = previous.and_then(|p| {
+                        p.tenants
+                            .iter()
+                            .map(|t| &t.limited)
+                            .find(|l| *l.policy.name == *name)
+                    });
+                    let limit = LimitConfig {
                         rate: budget.rate,
                         burst: budget.burst,
-                    },
-                ),
+                    };
+                    limited_by(&name, &limit, config.max_keys, &clock, kept)
+                },
             })
             .collect();
         let shared = match &config.redis {
             Some(redis) => Some(Shared {
-                store: redis::RedisStore::connect(redis)?,
+                store: match previous.and_then(|p| p.shared.as_ref()) {
+                    Some(kept) if kept.config == *redis => kept.store.clone(),
+                    _ => redis::RedisStore::connect(redis)?,
+                },
+                config: redis.clone(),
                 on_error: redis.on_error,
                 prefix: redis.key_prefix.clone(),
                 last_warning: AtomicU64::new(0),
@@ -464,6 +506,15 @@ impl RateLimits {
             policy: PolicyRef::Tenant(index),
             key: BudgetKey::Tenant(tenant.clone()),
         })
+    }
+
+    /// The principal-keyed policy named `name` (principal, a rule or an override).
+    fn principal_like(&self, name: &str) -> Option<&Limited<Arc<str>>> {
+        self.principal
+            .iter()
+            .chain(self.rules.iter().map(|r| &r.limited))
+            .chain(self.overrides.iter().map(|o| &o.limited))
+            .find(|l| &*l.policy.name == name)
     }
 
     fn policy(&self, which: PolicyRef) -> Option<&Policy> {

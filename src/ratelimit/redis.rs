@@ -52,6 +52,7 @@ pub enum StoreError {
 }
 
 /// The shared store.
+#[derive(Clone)]
 pub struct RedisStore {
     manager: ConnectionManager,
     script: Script,

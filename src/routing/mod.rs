@@ -24,7 +24,7 @@ use std::sync::Arc;
 use globset::{GlobSet, GlobSetBuilder};
 
 use crate::body::Request;
-use crate::catalog::classify;
+use crate::catalog::{classify, classify_preflight};
 use crate::check::RequestCheck;
 use crate::config::{Config, Problems, API_KEYS_ISSUER};
 use crate::context::{RequestContext, Route as ChosenRoute};
@@ -37,10 +37,24 @@ pub struct Classify;
 
 impl RequestCheck for Classify {
     fn check(&self, request: &mut Request) -> Result<(), GatewayError> {
-        let classified = classify(request.method(), request.uri().path())?;
+        let classified = if is_preflight(request) {
+            classify_preflight(request.uri().path())
+        } else {
+            classify(request.method(), request.uri().path())?
+        };
         RequestContext::of(request)?.set_classified(classified);
         Ok(())
     }
+}
+
+/// Whether `request` is a CORS preflight: `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method` (any other `OPTIONS` is classified, and refused, as usual).
+pub fn is_preflight(request: &Request) -> bool {
+    request.method() == http::Method::OPTIONS
+        && request.headers().contains_key(http::header::ORIGIN)
+        && request
+            .headers()
+            .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 /// A set of globs; `*` alone matches everything without running a matcher.

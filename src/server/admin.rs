@@ -1,28 +1,61 @@
-//! The admin listener (`[admin] listen`): `/livez` (the process answers), `/readyz` (the
-//! gateway can serve: every readiness check passes, e.g. a JWKS was loaded) and `/metrics`
-//! (Prometheus text format). Kept off the client-facing port so neither auth nor rate limits
-//! apply and clients cannot reach it. It shares the client listener's accept loop (errors
-//! logged and backed off from), has the same header read timeout, and drains on shutdown.
+//! The admin listener (`[admin] listen`), never on the client port: neither auth nor rate
+//! limits apply and clients cannot reach it.
+//!
+//! - `GET /livez`: the process answers.
+//! - `GET /readyz`: the gateway can serve (every readiness check passes, e.g. a JWKS was
+//!   loaded).
+//! - `GET /metrics`: Prometheus text format.
+//! - `GET /config`: the running configuration as JSON — secrets redacted (API key hashes,
+//!   shared-secret sources, passwords in URLs) — with its hash and load time.
+//! - `POST /reload`: reloads the configuration file; 200 `{"status":"reloaded","hash",…}`, or
+//!   400 `InvalidConfiguration` in the error schema with every problem
+//!   (`details.problems: [{"path","message"}]`) while the running configuration stays.
+//!
+//! It shares the client listener's accept loop (errors logged and backed off from), has a
+//! header read timeout, and drains on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{accept_loop, drain, Current};
 use crate::body::{self, Body};
+use crate::config::Problems;
+use crate::errors::GatewayError;
 use crate::telemetry::Metrics;
 
 /// Time an admin client gets to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time open admin connections get to finish on shutdown.
 const GRACE: Duration = Duration::from_secs(5);
+
+/// What a successful reload reports.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    /// The new configuration's hash (`Config::hash`).
+    pub hash: String,
+    pub loaded_at: SystemTime,
+}
+
+/// A request to reload the configuration file, and where to answer.
+pub struct ReloadRequest {
+    pub reply: oneshot::Sender<Result<ReloadReport, Problems>>,
+}
+
+fn unix_seconds(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 fn text(status: StatusCode, content: String) -> Response<Body> {
     let mut response = Response::new(body::full(content));
@@ -34,15 +67,79 @@ fn text(status: StatusCode, content: String) -> Response<Body> {
     response
 }
 
-fn answer(current: &Current, metrics: &Metrics, path: &str) -> Response<Body> {
-    match path {
-        "/livez" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match current.load().runtime.authenticator.readiness() {
+fn json_response(value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(body::full(value.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The answer to a failed reload, in the error schema.
+pub fn reload_refused(problems: &Problems) -> Response<Body> {
+    let list: Vec<serde_json::Value> = problems
+        .iter()
+        .map(|p| json!({ "path": p.path, "message": p.message }))
+        .collect();
+    GatewayError::new(
+        StatusCode::BAD_REQUEST,
+        "InvalidConfiguration",
+        format!(
+            "The configuration was not reloaded ({} problem(s)); the running one stays",
+            list.len()
+        ),
+    )
+    .with_details(json!({ "problems": list }))
+    .into_response()
+}
+
+async fn answer(
+    current: Current,
+    metrics: Arc<Metrics>,
+    reloads: mpsc::Sender<ReloadRequest>,
+    method: Method,
+    path: String,
+) -> Response<Body> {
+    match (method, path.as_str()) {
+        (Method::GET, "/livez") => text(StatusCode::OK, "ok\n".into()),
+        (Method::GET, "/readyz") => match current.load().runtime.authenticator.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(failures) => text(StatusCode::SERVICE_UNAVAILABLE, failures + "\n"),
         },
-        "/metrics" => text(StatusCode::OK, metrics.encode()),
-        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+        (Method::GET, "/metrics") => text(StatusCode::OK, metrics.encode()),
+        (Method::GET, "/config") => {
+            let runtime = current.load().runtime.clone();
+            json_response(&json!({
+                "hash": runtime.config.hash(),
+                "loaded_at": unix_seconds(runtime.loaded_at),
+                "config": runtime.config.redacted(),
+            }))
+        }
+        (Method::POST, "/reload") => {
+            let (reply, answer) = oneshot::channel();
+            if reloads.send(ReloadRequest { reply }).await.is_err() {
+                return GatewayError::service_unavailable("the gateway is shutting down", 1)
+                    .into_response();
+            }
+            match answer.await {
+                Ok(Ok(report)) => json_response(&json!({
+                    "status": "reloaded",
+                    "hash": report.hash,
+                    "loaded_at": unix_seconds(report.loaded_at),
+                })),
+                Ok(Err(problems)) => reload_refused(&problems),
+                Err(_) => GatewayError::service_unavailable("the gateway is shutting down", 1)
+                    .into_response(),
+            }
+        }
+        (_, "/livez" | "/readyz" | "/metrics" | "/config") => {
+            GatewayError::method_not_allowed(&Method::POST, &path, "GET").into_response()
+        }
+        (_, "/reload") => {
+            GatewayError::method_not_allowed(&Method::GET, &path, "POST").into_response()
+        }
+        _ => GatewayError::unknown_endpoint(&path).into_response(),
     }
 }
 
@@ -50,7 +147,8 @@ fn answer(current: &Current, metrics: &Metrics, path: &str) -> Response<Body> {
 pub async fn serve(
     listener: TcpListener,
     current: Current,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
+    reloads: mpsc::Sender<ReloadRequest>,
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -62,12 +160,14 @@ pub async fn serve(
     accept_loop(&listener, "admin", shutdown, |stream, _peer| {
         let current = current.clone();
         let metrics = metrics.clone();
+        let reloads = reloads.clone();
         let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-            std::future::ready(Ok::<_, Infallible>(answer(
-                &current,
-                &metrics,
-                request.uri().path(),
-            )))
+            let (current, metrics, reloads) = (current.clone(), metrics.clone(), reloads.clone());
+            let method = request.method().clone();
+            let path = request.uri().path().to_owned();
+            async move {
+                Ok::<_, Infallible>(answer(current, metrics, reloads, method, path).await)
+            }
         });
         let connection = graceful.watch(
             builder

@@ -5,7 +5,9 @@
 //! different handler upstream. Instead of decoding, the gateway forwards only paths that no
 //! decoder can change: ASCII `pchar`s without `%`, `;` and `\`, no control bytes, no empty
 //! segments (`//`, trailing `/`) and no dot segments. Anything else is 400 `InvalidPath`.
-//! A valid Feldera path never needs any of these.
+//! A valid Feldera API path never needs any of these. One exception, outside `/v0` only: a
+//! trailing `/` (the web console's page URLs look like `/pipelines/orders/`); it cannot turn
+//! such a path into an API path, which is what the check protects.
 
 use crate::errors::GatewayError;
 
@@ -17,6 +19,11 @@ pub fn check_canonical(path: &str) -> Result<(), GatewayError> {
     if rest.is_empty() {
         return Ok(());
     }
+    let console_page = !rest.starts_with("v0/") && rest != "v0";
+    let rest = match rest.strip_suffix('/') {
+        Some(page) if console_page && !page.is_empty() => page,
+        _ => rest,
+    };
     for segment in rest.split('/') {
         match segment {
             "" => return Err(GatewayError::invalid_path("empty path segment")),
@@ -48,9 +55,25 @@ mod tests {
             "/v0/pipelines",
             "/v0/pipelines/p-1/activate",
             "/healthz",
+            "/pipelines/orders/",
         ] {
             assert!(check_canonical(path).is_ok(), "{path}");
         }
+    }
+
+    #[test]
+    fn only_console_pages_may_end_with_a_slash() {
+        for path in ["/v0/", "/v0/pipelines/", "/pipelines//", "//", "/a//b/"] {
+            assert_eq!(
+                check_canonical(path).unwrap_err().details()["reason"],
+                "empty path segment",
+                "{path}"
+            );
+        }
+        assert_eq!(
+            check_canonical("/%76%30/pipelines/").unwrap_err().details()["reason"],
+            "percent-encoding"
+        );
     }
 
     #[test]

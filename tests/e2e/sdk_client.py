@@ -76,7 +76,37 @@ def unauthenticated_is_rejected():
     raise AssertionError("an unauthenticated request was not refused")
 
 
+def _api_error(call):
+    """The FelderaAPIError that `call` raises (anything else fails the check)."""
+    try:
+        call()
+    except FelderaAPIError as error:
+        return error
+    raise AssertionError("the call did not raise FelderaAPIError")
+
+
+def manager_errors_keep_their_codes():
+    # The SDK's session sends `Accept-Encoding: gzip, deflate`, so the manager compresses its
+    # errors: the gateway must judge them decoded and pass them on with their own codes.
+    from feldera.enums import PipelineFieldSelector
+
+    error = _api_error(lambda: client().get_pipeline("nope", PipelineFieldSelector.ALL))
+    assert error.status_code == 404, error.status_code
+    assert error.error_code == "UnknownPipelineName", (error.error_code, error.message)
+    assert error.details == {"pipeline_name": "nope"}, error.details
+
+
+def activate_is_an_enterprise_feature_on_oss():
+    # Run against a stand-in playing the open-source edition.
+    error = _api_error(lambda: client().activate_pipeline("orders", wait=False))
+    assert error.status_code == 501, error.status_code
+    assert error.error_code == "EnterpriseFeature", (error.error_code, error.message)
+    assert "enterprise-only feature" in error.message, error.message
+
+
 CHECKS = [
+    manager_errors_keep_their_codes,
+    activate_is_an_enterprise_feature_on_oss,
     standby_pipeline_activates_to_running,
     bad_name_is_rejected_with_feldera_error,
     backs_off_on_429_and_then_succeeds,

@@ -5,7 +5,7 @@
 use feldera_standin::Fault;
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 const CONFORMING: &[u8] = br#"{"message":"Unknown pipeline name 'nope'","error_code":"UnknownPipelineName","details":{"pipeline_name":"nope"}}"#;
 
@@ -187,4 +187,79 @@ async fn an_error_body_over_the_bound_is_quoted_truncated_not_passed_raw() {
         json!({"upstream_status": 500, "body": "z".repeat(1024), "truncated": true})
     );
     assert!(reply.body.len() < 4096, "{} bytes", reply.body.len());
+}
+
+/// `reply` with its body decoded from its `Content-Encoding` (as a client library would).
+async fn decoded(mut reply: Reply) -> Reply {
+    if let Some(coding) = reply.header("content-encoding").map(str::to_owned) {
+        if coding != "identity" {
+            reply.body = decode(&coding, &reply.body).await.into();
+        }
+    }
+    reply
+}
+
+#[tokio::test]
+async fn the_managers_own_errors_keep_their_codes_whatever_the_client_accepts() {
+    let (gw, _upstream) = pair().await;
+    let created = send(
+        "POST",
+        &format!("{}/v0/pipelines", gw.url()),
+        &[("content-type", "application/json")],
+        br#"{"name":"fresh","program_code":""}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    for accept in [
+        None,
+        Some("gzip, deflate"),
+        Some("br"),
+        Some("zstd"),
+        Some("identity"),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            accept.map(|a| ("accept-encoding", a)).into_iter().collect();
+        let call = |method: &'static str, path: &'static str, body: &'static [u8]| {
+            let headers = headers.clone();
+            let url = format!("{}{path}", gw.url());
+            async move { decoded(send(method, &url, &headers, body).await).await }
+        };
+        let raw = send(
+            "GET",
+            &format!("{}/v0/pipelines/nope", gw.url()),
+            &headers,
+            b"",
+        )
+        .await;
+        // The manager (and the stand-in) compress errors; the conforming one passes as is.
+        let expected = match accept {
+            Some("gzip, deflate") => Some("gzip"),
+            Some("br") => Some("br"),
+            Some("zstd") => Some("zstd"),
+            _ => None,
+        };
+        assert_eq!(raw.header("content-encoding"), expected, "{accept:?}");
+        let reply = call("GET", "/v0/pipelines/nope", b"").await;
+        let details = reply.error(404, "UnknownPipelineName");
+        assert_eq!(details, json!({"pipeline_name": "nope"}), "{accept:?}");
+
+        let reply = call("POST", "/v0/pipelines/fresh/pause", b"").await;
+        reply.error(503, "PipelineInteractionNotDeployed");
+        assert_eq!(reply.header("retry-after"), Some("5"), "{accept:?}");
+
+        // A text/plain 400 of the manager, rewritten: its text quoted, never its bytes.
+        let reply = call("GET", "/v0/pipelines?selector=bogus", b"").await;
+        let details = reply.error(400, "UpstreamError");
+        assert!(
+            details["body"]
+                .as_str()
+                .unwrap()
+                .starts_with("Query deserialize error: unknown variant `bogus`"),
+            "{accept:?}: {details}"
+        );
+        assert_eq!(reply.header("content-encoding"), None, "{accept:?}");
+
+        let reply = call("GET", "/v0/no-such-endpoint", b"").await;
+        reply.error(404, "UnknownEndpoint");
+    }
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::*;
+use crate::support::*;
 
 fn respond(status: u16, content_type: Option<&str>, body: &[u8]) -> Fault {
     Fault::Respond {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn pipelines_are_routed_by_glob_to_two_managers_and_the_rest_to_the_default() {

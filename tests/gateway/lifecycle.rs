@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use feldera_standin::Fault;
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn activating_a_standby_pipeline_reaches_running_through_the_gateway() {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::*;
+use crate::support::*;
 
 /// An upstream that answers every request with `101 Switching Protocols` (to `protocol`) and
 /// then records every byte it receives on the connection.

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::common::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn name_of_63_bytes_is_forwarded_and_64_bytes_is_too_long_name() {

@@ -5,8 +5,6 @@
 //! Shared by `tests/auth.rs`, `benches/auth.rs` and the unit tests of `src/auth/` (through
 //! `#[path]`); not part of the gateway.
 
-#![allow(dead_code)]
-
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{

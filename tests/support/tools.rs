@@ -12,9 +12,8 @@ use std::path::{Path, PathBuf};
 pub const REQUIRE_TOOLS_ENV: &str = "PIPELINE_GATEWAY_REQUIRE_TOOLS";
 /// Path of the `fda` binary to use, overriding the search.
 pub const FDA_ENV: &str = "PIPELINE_GATEWAY_FDA";
-/// The `fda` version `.ci/run` installs (the last one that builds with this toolchain).
-pub const FDA_VERSION: &str = "0.349.0";
-
+/// How to install the `fda` version `.ci/run` installs (the last one that builds with this
+/// toolchain).
 const FDA_INSTALL: &str = "cargo install fda --version 0.349.0 --locked \
      --root \"$HOME/.cache/pipeline-gateway/fda\" (or run .ci/run)";
 const CHROMIUM_INSTALL: &str = "apt-get install chromium chromium-driver (or run .ci/run)";
