@@ -403,6 +403,77 @@ async fn five_keys_of_one_tenant_share_one_budget() {
     );
 }
 
+// ---------------------------------------------------------------- reloads keep what is valid
+
+#[tokio::test]
+async fn a_reload_keeps_an_unchanged_issuers_key_set_and_drops_identities_under_new_rules() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let manager = standin("a").await;
+    let key = TestKey::es256("k1");
+    let key_set = jwks(&[&key]).to_string();
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    let idp = serve(Arc::new(move |_request: http::Request<_>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        http::Response::new(Full::new(Bytes::from(key_set.clone())))
+    }))
+    .await;
+    let iss = "https://idp.example.com/";
+    let text = |extra: &str| {
+        config(
+            &[("m", manager.url())],
+            &format!(
+                "{DEFAULT_ROUTE}[auth]\n{}",
+                issuer(
+                    iss,
+                    &format!("jwks_url = \"http://{idp}/jwks.json\""),
+                    extra
+                )
+            ),
+        )
+    };
+    let gw = gateway(&text("")).await;
+    let token = key.token(&claims(iss, "acme"));
+    assert_eq!(get_as(&gw, "/v0/pipelines", &token, &[]).await.status, 200);
+    let fetched = fetches.load(Ordering::SeqCst);
+    assert!(fetched >= 1);
+    let parse = |text: String| pipeline_gateway::config::Config::from_toml(&text).unwrap();
+
+    // The same issuer, source and pace: the set comes along, nothing is fetched, and
+    // tokens are verified (or served from the cache) at once.
+    gw.reload(parse(text(""))).await.unwrap();
+    assert!(gw.authenticator().readiness().is_ok());
+    let fresh = key.token(&with(claims(iss, "acme"), "sub", json!("bob")));
+    assert_eq!(get_as(&gw, "/v0/pipelines", &token, &[]).await.status, 200);
+    assert_eq!(get_as(&gw, "/v0/pipelines", &fresh, &[]).await.status, 200);
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        fetched,
+        "no fetch after the reload"
+    );
+
+    // Another audience: the cached identity is not served any more.
+    let other = text("").replace("[\"feldera-api\"]", "[\"other-api\"]");
+    gw.reload(parse(other)).await.unwrap();
+    let answer = get_as(&gw, "/v0/pipelines", &token, &[]).await;
+    assert_eq!(
+        answer.error(401, "AuthenticationFailed")["reason"],
+        "invalid_audience"
+    );
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        fetched,
+        "the key set still came along"
+    );
+
+    // Another refresh pace is another key set: fetched anew.
+    gw.reload(parse(text("jwks_refresh = \"10m\"")))
+        .await
+        .unwrap();
+    assert_eq!(get_as(&gw, "/v0/pipelines", &token, &[]).await.status, 200);
+    assert!(fetches.load(Ordering::SeqCst) > fetched);
+}
+
 // ---------------------------------------------------------------- API keys
 
 #[tokio::test]

@@ -506,6 +506,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tenant_budget_survives_a_rebuild_that_keeps_its_policy() {
+        let clock = fake_clock();
+        let text = |burst: u32| {
+            format!("[[tenants]]\nname = \"shared\"\ntenants = [\"acme\"]\nrate = \"1/h\"\nburst = {burst}\n")
+        };
+        let build = |text: &str, previous: Option<&RateLimits>| {
+            let config: RateLimitConfig = toml::from_str(text).unwrap();
+            Arc::new(
+                RateLimits::build_reusing(
+                    &config,
+                    LimiterClock::new(clock.clone()),
+                    RateLimitMetrics::default(),
+                    previous,
+                )
+                .unwrap(),
+            )
+        };
+        let acme = Principal::api_key("k", Role::Read, Some("acme".into()));
+        let spend = |limits: &Arc<RateLimits>| {
+            let target = limits.tenant_target(&acme, None).unwrap();
+            limits.decide_local(&target).unwrap()
+        };
+        let first = build(&text(2), None);
+        assert!(spend(&first).allowed && spend(&first).allowed);
+        let kept = build(&text(2), Some(&first));
+        assert!(!spend(&kept).allowed, "the spent budget came along");
+        let changed = build(&text(3), Some(&kept));
+        assert!(spend(&changed).allowed, "another burst is another budget");
+    }
+
+    #[tokio::test]
     async fn forged_unverified_claims_do_not_change_the_key() {
         let clock = fake_clock();
         let service = principal_stack(limits(
