@@ -53,6 +53,7 @@ fn routing(c: &mut Criterion) {
         pipeline: Some(pipeline),
         tenant: None,
         console: false,
+        credential: None,
     };
     c.bench_function("route table: glob hit", |b| {
         b.iter(|| table.select(black_box(key("prod-orders"))))

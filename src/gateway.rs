@@ -4,7 +4,8 @@
 //! — [`Gateway::reload`] with a configuration, or [`Gateway::reload_file`] from the file it
 //! was started with (what `SIGHUP`, `POST /reload` on the admin listener and
 //! `server.watch_config` do) — builds the new runtime next to the running one, reusing what
-//! did not change (upstream pools, rate-limit budgets, the Redis connection), and swaps the
+//! did not change (upstream pools, rate-limit budgets, the Redis connection, key sets of
+//! unchanged issuers, the token cache and API keys while still valid), and swaps the
 //! snapshot atomically:
 //!
 //! - A request runs entirely on the snapshot it started with; in-flight requests, open

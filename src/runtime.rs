@@ -140,7 +140,9 @@ impl Runtime {
 
     /// [`Runtime::build`], carrying over from `previous` what did not change: an upstream
     /// (its connection pool and health) whose settings are equal, every rate-limit budget
-    /// whose policy is the same, the Redis connection.
+    /// whose policy is the same, the Redis connection, and authentication's state where it is
+    /// still valid (key sets of unchanged issuers, the token cache, the API-key store: see
+    /// `auth::state`).
     pub fn build_reusing(
         config: Config,
         process: &Process,
@@ -164,8 +166,17 @@ impl Runtime {
                 Err(more) => problems.extend(more),
             }
         }
-        let authenticator =
-            Authenticator::new(&config.auth, "auth", process.clock.clone(), &process.auth);
+        let clock = process.clock.clone();
+        let authenticator = match previous {
+            Some(previous) => Authenticator::new_reusing(
+                &config.auth,
+                "auth",
+                clock,
+                &process.auth,
+                &previous.authenticator,
+            ),
+            None => Authenticator::new(&config.auth, "auth", clock, &process.auth),
+        };
         let rate_limits = match &config.rate_limit {
             Some(rate_limit) => match RateLimits::build_reusing(
                 rate_limit,

@@ -335,14 +335,14 @@ async fn read_key_on_activate_is_403_with_required_and_actual() {
 }
 
 #[tokio::test]
-async fn expired_api_key_is_401_expired_api_key() {
+async fn expired_api_key_is_401_invalid_api_key() {
     let key = apikey::generate();
     let auth = api_key_auth(&[("old", &key, "owner", "expires = \"2001-01-01T00:00:00Z\"")]);
     let gw = gateway(echo_upstream().await, "", &auth).await;
     get(&gw, "/v0/pipelines", &key).await.assert_refused(
         401,
         "AuthenticationFailed",
-        "expired_api_key",
+        "invalid_api_key",
     );
 }
 

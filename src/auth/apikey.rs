@@ -10,7 +10,9 @@
 //!
 //! Edge cases: a bearer token that starts with `apikey:` but is not 135 characters of the
 //! right alphabet is `malformed_credentials` (it is never looked up); an unknown key is
-//! `invalid_api_key`; a key past its `expires` is `expired_api_key`. A key in both the inline
+//! `invalid_api_key`, and so is a key past its `expires` to the client (which must not learn
+//! which keys exist), while the log names the expired key and the metric counts
+//! `expired_api_key`. A key in both the inline
 //! list and the file is taken from the inline list. Nothing here logs a key or its hash.
 
 use std::collections::HashMap;
@@ -61,7 +63,7 @@ pub fn is_well_formed(key: &str) -> bool {
 }
 
 /// One configured key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct ApiKey {
     name: Arc<str>,
     hash: [u8; 32],
@@ -130,6 +132,18 @@ impl ApiKeyStore {
         self.table.load_full()
     }
 
+    /// Whether this store holds the keys `config` names: the same inline keys and the same
+    /// `api_keys_file` (whose contents it re-reads by itself).
+    pub fn has_keys_of(&self, config: &AuthConfig) -> bool {
+        self.file == config.api_keys_file
+            && self.inline.len() == config.api_keys.len()
+            && self
+                .inline
+                .iter()
+                .zip(&config.api_keys)
+                .all(|(key, config)| *key == ApiKey::from_config(config))
+    }
+
     /// Re-reads `api_keys_file` if it changed; `Ok(true)` when the keys were replaced.
     /// On error the previous keys stay.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
@@ -137,7 +151,9 @@ impl ApiKeyStore {
             .map_err(|problems| problems.to_string())
     }
 
-    fn reload(&self, at: &str) -> Result<bool, Problems> {
+    /// Re-reads `api_keys_file` if it changed (problems under `at`); `Ok(true)` when the keys
+    /// were replaced. On error the previous keys stay.
+    pub fn reload(&self, at: &str) -> Result<bool, Problems> {
         let Some(path) = &self.file else {
             return Ok(false);
         };
@@ -174,12 +190,15 @@ impl ApiKeyStore {
             .filter(|entry| bool::from(entry.hash.ct_eq(&presented)))
             .ok_or(AuthError::Failed(Reason::InvalidApiKey))?;
         if entry.expires.is_some_and(|expires| now >= expires) {
-            return Err(Reason::ExpiredApiKey.into());
+            return Err(AuthError::ExpiredApiKey {
+                name: entry.name.clone(),
+            });
         }
         Ok(Identity {
             principal: Principal::api_key(&entry.name, entry.role, None),
             tenants: entry.tenant.iter().cloned().collect(),
             claim_headers: Vec::new(),
+            tenant_outside_issuer: None,
         })
     }
 }
@@ -255,6 +274,10 @@ mod tests {
             Some(Reason::MalformedCredentials)
         );
         assert_eq!(reason(&old), Some(Reason::ExpiredApiKey));
+        assert_eq!(
+            reason(&old).map(Reason::public),
+            Some(Reason::InvalidApiKey)
+        );
     }
 
     #[test]

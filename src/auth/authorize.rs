@@ -14,6 +14,10 @@
 //!   WebSocket subprotocol); it must be one the principal belongs to (the API key's tenant or
 //!   the token's `tenant_claim`), else 403 `NotATenantMember`. Without a request, the
 //!   principal's first tenant is used, or none.
+//! - A token that names a tenant outside its issuer's `[[auth.jwt]] tenants` is refused
+//!   whatever it asks for (403 `NotATenantMember`): an issuer that claims another issuer's
+//!   tenant is not believed about any. `details.tenant` is given only when the client asked
+//!   for that very tenant (nothing read from the token is echoed).
 
 use std::sync::Arc;
 
@@ -107,11 +111,22 @@ pub fn authorize(principal: &Principal, requirement: Requirement) -> Result<(), 
 /// The principal acting in the tenant the client asked for (each of `requested` must be one
 /// the identity belongs to), or in its first tenant.
 pub fn select_tenant(identity: &Identity, requested: &[&str]) -> Result<Principal, AuthError> {
+    if let Some(outside) = &identity.tenant_outside_issuer {
+        // Echo only what the client itself asked for, never a name read from the token.
+        return Err(AuthError::NotATenantMember {
+            tenant: requested
+                .iter()
+                .find(|t| **t == &**outside)
+                .map(|t| t.to_string()),
+            outside_issuer: true,
+        });
+    }
     let mut principal = identity.principal.clone();
     for tenant in requested {
         if !identity.tenants.iter().any(|t| &**t == *tenant) {
             return Err(AuthError::NotATenantMember {
-                tenant: tenant.to_string(),
+                tenant: Some(tenant.to_string()),
+                outside_issuer: false,
             });
         }
     }
@@ -189,6 +204,7 @@ mod tests {
             principal: reader,
             tenants: vec!["acme".into(), "beta".into()],
             claim_headers: Vec::new(),
+            tenant_outside_issuer: None,
         };
         assert_eq!(
             select_tenant(&identity, &[]).unwrap().tenant.as_deref(),
@@ -203,7 +219,26 @@ mod tests {
         );
         assert!(matches!(
             select_tenant(&identity, &["evil"]),
-            Err(AuthError::NotATenantMember { .. })
+            Err(AuthError::NotATenantMember { tenant: Some(t), outside_issuer: false }) if t == "evil"
+        ));
+        let bound = Identity {
+            tenant_outside_issuer: Some("beta".into()),
+            ..identity
+        };
+        assert!(matches!(
+            select_tenant(&bound, &["beta"]),
+            Err(AuthError::NotATenantMember { tenant: Some(t), outside_issuer: true }) if t == "beta"
+        ));
+        assert!(matches!(
+            select_tenant(&bound, &["acme"]),
+            Err(AuthError::NotATenantMember {
+                tenant: None,
+                outside_issuer: true
+            })
+        ));
+        assert!(matches!(
+            select_tenant(&bound, &[]),
+            Err(AuthError::NotATenantMember { tenant: None, .. })
         ));
     }
 }

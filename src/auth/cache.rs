@@ -26,6 +26,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct TokenCache {
     entries: Option<Cache<[u8; 32], Arc<Entry>>>,
+    capacity: usize,
     ttl: Duration,
 }
 
@@ -39,8 +40,14 @@ impl TokenCache {
     pub fn new(capacity: usize, ttl: Duration) -> TokenCache {
         TokenCache {
             entries: (capacity > 0).then(|| Cache::new(capacity)),
+            capacity,
             ttl,
         }
+    }
+
+    /// `(token_cache_size, token_cache_ttl)` it was made with.
+    pub fn settings(&self) -> (usize, Duration) {
+        (self.capacity, self.ttl)
     }
 
     /// The identity of a token verified earlier and still valid at `now` (Unix seconds).
@@ -90,6 +97,7 @@ mod tests {
             principal: Principal::jwt("https://idp/", "alice", Role::Read, None),
             tenants: Vec::new(),
             claim_headers: Vec::new(),
+            tenant_outside_issuer: None,
         })
     }
 

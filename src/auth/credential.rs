@@ -22,14 +22,6 @@ const BEARER: &str = "Bearer ";
 const WS_BEARER: &str = "feldera-bearer.";
 const WS_TENANT: &str = "feldera-tenant.";
 
-/// A credential as presented.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presented {
-    pub token: String,
-    /// It came in `Sec-WebSocket-Protocol`.
-    pub from_websocket: bool,
-}
-
 /// The WebSocket subprotocol entries of an upgrade request.
 fn websocket_protocols(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let upgrade = is_upgrade(headers);
@@ -53,8 +45,8 @@ fn decode_b64url(text: &str) -> Result<String, Reason> {
     String::from_utf8(bytes).map_err(|_| Reason::MalformedCredentials)
 }
 
-/// The bearer credential, if one was sent.
-pub fn bearer(headers: &HeaderMap) -> Result<Option<Presented>, Reason> {
+/// The bearer credential (a JWT or `apikey:…`), if one was sent.
+pub fn bearer(headers: &HeaderMap) -> Result<Option<String>, Reason> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     if let Some(value) = values.next() {
         if values.next().is_some() {
@@ -69,10 +61,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<Presented>, Reason> {
             .and_then(|v| v.strip_prefix(BEARER))
             .filter(|t| !t.is_empty() && !t.contains(' '))
             .ok_or(Reason::MalformedCredentials)?;
-        return Ok(Some(Presented {
-            token: token.to_owned(),
-            from_websocket: false,
-        }));
+        return Ok(Some(token.to_owned()));
     }
     let mut found = None;
     for entry in websocket_protocols(headers) {
@@ -84,10 +73,7 @@ pub fn bearer(headers: &HeaderMap) -> Result<Option<Presented>, Reason> {
             if token.is_empty() || token.contains(' ') {
                 return Err(Reason::MalformedCredentials);
             }
-            found = Some(Presented {
-                token,
-                from_websocket: true,
-            });
+            found = Some(token);
         }
     }
     Ok(found)
@@ -140,11 +126,8 @@ mod tests {
     #[test]
     fn bearer_scheme_must_be_exact() {
         assert_eq!(
-            bearer(&headers(&[("authorization", "Bearer abc")]))
-                .unwrap()
-                .unwrap()
-                .token,
-            "abc"
+            bearer(&headers(&[("authorization", "Bearer abc")])),
+            Ok(Some("abc".to_string()))
         );
         for bad in [
             "bearer abc",
@@ -186,9 +169,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("sec-websocket-protocol", &protocol),
         ]);
-        let presented = bearer(&upgrade).unwrap().unwrap();
-        assert_eq!(presented.token, "tok.en");
-        assert!(presented.from_websocket);
+        assert_eq!(bearer(&upgrade), Ok(Some("tok.en".to_string())));
         assert_eq!(
             requested_tenants(&upgrade).unwrap(),
             vec!["acme".to_string()]

@@ -4,16 +4,18 @@
 //! Per request, in order:
 //! 1. Client-sent copies of every `[auth] claim_headers` header are removed (always, in every
 //!    mode, on every path).
-//! 2. `[auth] mode = "off"`: the anonymous principal with the `owner` role and the tenant the
-//!    client names in `Feldera-Tenant`; unclassified paths pass. Nothing else happens.
+//! 2. `[auth] mode = "off"`: the anonymous principal with the `owner` role, and the tenant
+//!    the client names in `Feldera-Tenant` only with `trust_tenant_header`; unclassified paths
+//!    pass. Nothing else happens.
 //! 3. Public paths pass without reading any credential.
 //! 4. The credential (`Authorization: Bearer …`, or the WebSocket subprotocol) is required
 //!    (`missing_credentials`); `apikey:…` goes to the key store, anything else is a JWT: the
 //!    verified-token cache first, then full verification. An unknown `kid` (or no key set
 //!    yet) waits for one shared, rate-limited refetch and is verified once more; only that path
 //!    is asynchronous — every other request is decided without awaiting.
-//! 5. The requested tenant must be the principal's (403 `NotATenantMember`), then the role
-//!    must reach the endpoint's minimum (403 `InsufficientPermissions`).
+//! 5. Every tenant the token names must be one its issuer may speak for, and the requested
+//!    tenant must be the principal's (403 `NotATenantMember`); then the role must reach the
+//!    endpoint's minimum (403 `InsufficientPermissions`).
 //! 6. The principal goes into the request extensions (and the access log), and the verified
 //!    claim headers into the request.
 //!
@@ -23,11 +25,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use futures_util::future::Either;
 use futures_util::FutureExt as _;
-use http::HeaderName;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,12 +42,14 @@ use crate::context::RequestContext;
 use crate::errors::GatewayError;
 use crate::wire::FELDERA_TENANT;
 
-use super::apikey::{self, ApiKeyStore};
-use super::authorize::{authorize, select_tenant, Requirement, RoutePolicy};
-use super::cache::{token_key, TokenCache};
+use super::apikey;
+use super::authorize::{authorize, select_tenant, Requirement};
+use super::cache::token_key;
 use super::credential;
-use super::jwks::{JwksCache, KeySetMetrics};
-use super::jwt::{JwtVerifier, Outcome, MAX_TOKEN_BYTES};
+use super::jwks::{IssuerKeySet, KeySetMetrics};
+use super::jwt::{Outcome, Verifier, MAX_TOKEN_BYTES};
+use super::policy::AuthPolicy;
+use super::state::{AuthState, Previous};
 use super::{AuthError, Credential, Identity, Principal, Reason, Role};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,18 +57,13 @@ struct FailureLabels {
     reason: &'static str,
 }
 
-/// Authenticates and authorizes requests.
+/// Authenticates and authorizes requests: the policy of one configuration over state that
+/// may outlive it.
 #[derive(Debug)]
 pub struct Authenticator {
-    mode: AuthMode,
-    policy: RoutePolicy,
-    api_keys: ApiKeyStore,
-    api_keys_reload: Duration,
-    jwt: JwtVerifier,
-    cache: TokenCache,
+    policy: AuthPolicy,
+    state: AuthState,
     clock: Arc<dyn Clock>,
-    claim_header_names: Vec<HeaderName>,
-    trust_tenant_header: bool,
     metrics: AuthMetrics,
 }
 
@@ -99,7 +96,7 @@ enum Step {
     Ready(Arc<Identity>),
     /// A JWT's key set must be refetched first.
     NeedKeys {
-        provider: usize,
+        issuer: usize,
         generation: u64,
     },
 }
@@ -113,7 +110,7 @@ enum Begin {
     Internal(GatewayError),
     /// Refetch the key set, then finish.
     Refetch {
-        provider: usize,
+        issuer: usize,
         generation: u64,
         token: String,
         requirement: Requirement,
@@ -134,47 +131,88 @@ impl Authenticator {
         clock: Arc<dyn Clock>,
         metrics: &AuthMetrics,
     ) -> Result<Authenticator, Problems> {
-        let mut problems = Problems::default();
-        let jwt = JwtVerifier::new(
-            config,
-            at,
-            clock.clone(),
-            metrics.verifications.clone(),
-            &metrics.key_sets,
-        );
-        let api_keys = ApiKeyStore::new(config, at);
-        let (jwt, api_keys) = match (jwt, api_keys) {
-            (Ok(jwt), Ok(api_keys)) => (jwt, api_keys),
-            (jwt, api_keys) => {
-                if let Err(more) = jwt {
-                    problems.extend(more);
-                }
-                if let Err(more) = api_keys {
-                    problems.extend(more);
-                }
-                return Err(problems);
-            }
-        };
-        let authenticator = Authenticator {
-            mode: config.mode,
-            policy: RoutePolicy::new(config),
-            api_keys,
-            api_keys_reload: config.api_keys_reload,
-            jwt,
-            cache: TokenCache::new(config.token_cache_size, config.token_cache_ttl),
-            clock,
-            claim_header_names: config.claim_headers.values().map(|h| h.0.clone()).collect(),
-            trust_tenant_header: config.trust_tenant_header,
-            metrics: metrics.clone(),
-        };
-        if authenticator.mode == AuthMode::On
-            && authenticator.api_keys.is_empty()
+        Authenticator::build(config, at, clock, metrics, None)
+    }
+
+    /// Builds the authenticator of a new configuration, carrying the state of `previous`
+    /// where that is safe: key sets (with their schedules) of issuers whose issuer, key source
+    /// and refresh settings did not change, the token cache when no issuer's verification
+    /// rules or keys changed, the API-key store when its keys and file did not change. The
+    /// rules, and why they are safe, are in `super::state`.
+    pub fn new_reusing(
+        config: &AuthConfig,
+        at: &str,
+        clock: Arc<dyn Clock>,
+        metrics: &AuthMetrics,
+        previous: &Authenticator,
+    ) -> Result<Authenticator, Problems> {
+        Authenticator::build(config, at, clock, metrics, Some(previous))
+    }
+
+    fn build(
+        config: &AuthConfig,
+        at: &str,
+        clock: Arc<dyn Clock>,
+        metrics: &AuthMetrics,
+        previous: Option<&Authenticator>,
+    ) -> Result<Authenticator, Problems> {
+        let policy = AuthPolicy::new(config);
+        let previous = previous.map(|p| Previous {
+            policy: &p.policy,
+            state: &p.state,
+        });
+        let state = AuthState::build(config, at, &policy, &clock, &metrics.key_sets, previous)?;
+        if policy.mode == AuthMode::On
+            && state.api_keys.is_empty()
             && config.api_keys_file.is_none()
             && config.jwt.is_empty()
         {
             tracing::warn!("[auth] is on but has no API keys and no JWT issuers: every non-public request will get 401");
         }
-        Ok(authenticator)
+        let naming: Vec<&str> = config
+            .jwt
+            .iter()
+            .filter(|jwt| jwt.tenant_claim.is_some())
+            .map(|jwt| jwt.issuer.as_str())
+            .collect();
+        let unbound: Vec<&str> = config
+            .jwt
+            .iter()
+            .filter(|jwt| jwt.tenant_claim.is_some() && jwt.tenants.is_none())
+            .map(|jwt| jwt.issuer.as_str())
+            .collect();
+        if policy.mode == AuthMode::On && naming.len() > 1 && !unbound.is_empty() {
+            tracing::warn!(
+                issuers = ?unbound,
+                "several [[auth.jwt]] issuers name tenants, and these may name any tenant: \
+                 one issuer's tokens can act in another's tenants; bind each with `tenants`"
+            );
+        }
+        Ok(Authenticator {
+            policy,
+            state,
+            clock,
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// The policy (what the configuration says).
+    pub fn policy(&self) -> &AuthPolicy {
+        &self.policy
+    }
+
+    /// The state (what is kept and learnt while running).
+    pub fn state(&self) -> &AuthState {
+        &self.state
+    }
+
+    fn verifier(&self) -> Verifier<'_> {
+        Verifier {
+            issuers: &self.policy.issuers,
+            keys: &self.state.issuers,
+            claim_headers: &self.policy.claim_headers,
+            verifications: &self.metrics.verifications,
+        }
     }
 
     /// Key-set refusals counted so far for `reason` (tests).
@@ -187,26 +225,14 @@ impl Authenticator {
         self.metrics.verifications.get()
     }
 
-    /// Key-set fetches attempted so far, over all issuers.
-    pub fn jwks_fetches(&self) -> u64 {
-        self.jwt
-            .providers()
-            .iter()
-            .filter_map(|p| p.jwks.as_ref())
-            .map(|jwks| jwks.fetches())
-            .sum()
-    }
-
     /// `Err` while some issuer has never had a key set loaded.
     pub fn readiness(&self) -> Result<(), String> {
-        if self.mode == AuthMode::Off {
+        if self.policy.mode == AuthMode::Off {
             return Ok(());
         }
         let missing: Vec<String> = self
-            .jwt
-            .providers()
-            .iter()
-            .filter_map(|p| p.jwks.as_ref())
+            .state
+            .key_sets()
             .filter(|jwks| jwks.keys().is_none())
             .map(|jwks| format!("auth: no key set loaded yet for issuer {}", jwks.issuer()))
             .collect();
@@ -221,10 +247,9 @@ impl Authenticator {
     pub async fn verify_bearer(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let result = match self.step(token, true) {
             Ok(Step::Ready(identity)) => Ok(identity),
-            Ok(Step::NeedKeys {
-                provider,
-                generation,
-            }) => self.after_refetch(provider, generation, token).await,
+            Ok(Step::NeedKeys { issuer, generation }) => {
+                self.after_refetch(issuer, generation, token).await
+            }
             Err(error) => Err(error),
         };
         if let Err(error) = &result {
@@ -235,15 +260,15 @@ impl Authenticator {
 
     async fn after_refetch(
         &self,
-        provider: usize,
+        issuer: usize,
         generation: u64,
         token: &str,
     ) -> Result<Arc<Identity>, AuthError> {
         if let Some(jwks) = self
-            .jwt
-            .providers()
-            .get(provider)
-            .and_then(|p| p.jwks.as_ref())
+            .state
+            .issuers
+            .get(issuer)
+            .and_then(|keys| keys.published.as_ref())
         {
             jwks.refetch(generation).await;
         }
@@ -256,7 +281,7 @@ impl Authenticator {
     /// The synchronous part of verifying a bearer token.
     fn step(&self, token: &str, may_refetch: bool) -> Result<Step, AuthError> {
         if token.starts_with(apikey::PREFIX) {
-            let identity = self.api_keys.verify(token, self.clock.now())?;
+            let identity = self.state.api_keys.verify(token, self.clock.now())?;
             return Ok(Step::Ready(Arc::new(identity)));
         }
         if token.len() > MAX_TOKEN_BYTES {
@@ -264,22 +289,17 @@ impl Authenticator {
         }
         let key = token_key(token);
         let now = self.clock.unix_seconds();
-        if let Some(identity) = self.cache.get(&key, now) {
+        let cache = &self.state.token_cache;
+        if let Some(identity) = cache.get(&key, now) {
             return Ok(Step::Ready(identity));
         }
-        match self.jwt.verify(token, now, may_refetch)? {
+        match self.verifier().verify(token, now, may_refetch)? {
             Outcome::Verified { identity, exp } => {
                 let identity = Arc::new(identity);
-                self.cache.insert(key, identity.clone(), exp, now);
+                cache.insert(key, identity.clone(), exp, now);
                 Ok(Step::Ready(identity))
             }
-            Outcome::NeedKeys {
-                provider,
-                generation,
-            } => Ok(Step::NeedKeys {
-                provider,
-                generation,
-            }),
+            Outcome::NeedKeys { issuer, generation } => Ok(Step::NeedKeys { issuer, generation }),
         }
     }
 
@@ -296,17 +316,17 @@ impl Authenticator {
 
     /// Everything that can be decided without awaiting.
     fn begin(&self, request: &mut Request) -> Begin {
-        for name in &self.claim_header_names {
+        for (_, name) in &self.policy.claim_headers {
             request.headers_mut().remove(name);
         }
         let access = match RequestContext::of(request).and_then(|c| c.classified()) {
             Ok(classified) => classified.endpoint.access,
             Err(error) => return Begin::Internal(error),
         };
-        if self.mode == AuthMode::Off {
+        if self.policy.mode == AuthMode::Off {
             // Nobody is verified: the client's tenant is believed only when the operator
             // said so (`trust_tenant_header`); otherwise there is none, and the header goes.
-            let tenant = if self.trust_tenant_header {
+            let tenant = if self.policy.trust_tenant_header {
                 request
                     .headers()
                     .get(FELDERA_TENANT)
@@ -326,9 +346,10 @@ impl Authenticator {
                 Err(error) => Begin::Internal(error),
             };
         }
-        let requirement = self
-            .policy
-            .requirement(request.method(), request.uri().path(), access);
+        let requirement =
+            self.policy
+                .routes
+                .requirement(request.method(), request.uri().path(), access);
         if requirement == Requirement::Public {
             return Begin::Pass;
         }
@@ -341,20 +362,17 @@ impl Authenticator {
             Ok(tenants) => tenants,
             Err(reason) => return self.fail(reason.into()),
         };
-        match self.step(&presented.token, true) {
+        match self.step(&presented, true) {
             Ok(Step::Ready(identity)) => {
                 match self.finish(request, &identity, requirement, &tenants) {
                     Ok(()) => Begin::Pass,
                     Err(error) => Begin::Fail(error),
                 }
             }
-            Ok(Step::NeedKeys {
-                provider,
+            Ok(Step::NeedKeys { issuer, generation }) => Begin::Refetch {
+                issuer,
                 generation,
-            }) => Begin::Refetch {
-                provider,
-                generation,
-                token: presented.token,
+                token: presented,
                 requirement,
                 tenants,
             },
@@ -384,57 +402,44 @@ impl Authenticator {
         insert_principal(request, principal).map_err(AuthError::Internal)
     }
 
-    /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace) and
-    /// re-reading `api_keys_file` when it changes.
+    /// Background work until `shutdown`: key-set refreshes (per issuer, at its own pace, as
+    /// its schedule says) and re-reading `api_keys_file` when it changes.
     pub async fn run_background(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
-        let key_sets: Vec<&JwksCache> = self
-            .jwt
-            .providers()
-            .iter()
-            .filter_map(|p| p.jwks.as_ref())
-            .collect();
-        if self.mode == AuthMode::Off {
+        if self.policy.mode == AuthMode::Off {
             return;
         }
+        let key_sets: Vec<&IssuerKeySet> = self.state.key_sets().map(Arc::as_ref).collect();
+        let api_keys = &self.state.api_keys;
+        let reload = self.policy.api_keys_reload;
         tokio::pin!(shutdown);
-        let start = Instant::now();
-        // A file-based set was loaded at start; others are fetched at once.
-        let mut due: Vec<Instant> = key_sets
-            .iter()
-            .map(|jwks| {
-                if jwks.keys().is_some() {
-                    start + jwks.refresh_interval()
-                } else {
-                    start
-                }
-            })
-            .collect();
-        let mut keys_due = start + self.api_keys_reload;
+        let mut keys_due = self.clock.instant() + reload;
         loop {
-            let next = due.iter().copied().min().unwrap_or(keys_due).min(keys_due);
+            let next = key_sets
+                .iter()
+                .map(|jwks| jwks.next_refresh())
+                .fold(keys_due, std::cmp::min);
+            let wait = next.saturating_duration_since(self.clock.instant());
             tokio::select! {
                 () = &mut shutdown => return,
-                () = tokio::time::sleep_until(next.into()) => {}
+                () = tokio::time::sleep(wait) => {}
             }
-            let now = Instant::now();
-            for (jwks, due) in key_sets.iter().zip(due.iter_mut()) {
-                if *due <= now {
-                    let wait = tokio::select! {
+            for jwks in &key_sets {
+                if jwks.next_refresh() <= self.clock.instant() {
+                    tokio::select! {
                         () = &mut shutdown => return,
-                        wait = jwks.refresh() => wait,
-                    };
-                    *due = Instant::now() + wait;
+                        _ = jwks.refresh_if_due() => {}
+                    }
                 }
             }
-            if keys_due <= now {
-                match self.api_keys.reload_if_changed() {
-                    Ok(true) => tracing::info!(keys = self.api_keys.len(), "API keys reloaded"),
+            if keys_due <= self.clock.instant() {
+                match api_keys.reload_if_changed() {
+                    Ok(true) => tracing::info!(keys = api_keys.len(), "API keys reloaded"),
                     Ok(false) => {}
                     Err(reason) => {
                         tracing::warn!(%reason, "API keys file not reloaded; keeping the previous keys")
                     }
                 }
-                keys_due = Instant::now() + self.api_keys_reload;
+                keys_due = self.clock.instant() + reload;
             }
         }
     }
@@ -498,7 +503,7 @@ where
             Begin::Fail(error) => Either::Left(std::future::ready(Ok(reject(error)))),
             Begin::Internal(error) => Either::Left(std::future::ready(Ok(error.into_response()))),
             Begin::Refetch {
-                provider,
+                issuer,
                 generation,
                 token,
                 requirement,
@@ -509,7 +514,7 @@ where
                 let mut inner = self.inner.clone();
                 let authenticated = async move {
                     let outcome = authenticator
-                        .after_refetch(provider, generation, &token)
+                        .after_refetch(issuer, generation, &token)
                         .await
                         .and_then(|identity| {
                             authenticator.finish(&mut request, &identity, requirement, &tenants)

@@ -30,6 +30,9 @@
 //! jwks_file = "config/jwks.json"   # or jwks_url = "https://…", or discovery = true
 //! role_claim = "feldera_role"
 //! tenant_claim = "tenant"
+//! tenants = ["acme", "beta-*"]     # the tenants it may name; default: any
+//! token_types = ["at+jwt", "JWT"]  # the JOSE typ header; default: any
+//! reject_id_tokens = true          # nonce, or token_use != "access"; default: discovery
 //!
 //! [[auth.routes]]                  # /v0 paths missing from the manager's role table
 //! path = "/v0/foo/*"
@@ -43,13 +46,14 @@
 //! use a local server and nothing else can be fetched without TLS.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::values::{FetchUrl, HeaderName, HttpMethod, JwsAlgorithm, KeyHash, PathGlob};
+use super::values::{FetchUrl, HeaderName, HttpMethod, JwsAlgorithm, KeyHash, NameGlob, PathGlob};
 use super::Problems;
 use crate::catalog::Role;
 
@@ -132,7 +136,7 @@ pub struct ApiKeyConfig {
     /// The one tenant the key acts in.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// RFC 3339 time after which the key is refused (`expired_api_key`).
+    /// RFC 3339 time after which the key is refused (as `invalid_api_key`; logged as expired).
     #[serde(default, with = "humantime_serde")]
     pub expires: Option<SystemTime>,
 }
@@ -176,6 +180,11 @@ pub struct JwtProviderConfig {
     /// Claim holding the tenant (a string, or an array of tenants the subject belongs to).
     #[serde(default)]
     pub tenant_claim: Option<String>,
+    /// The tenants this issuer may speak for: exact names and/or globs (`"beta-*"`). A token
+    /// naming any other tenant in `tenant_claim` is refused (403 `NotATenantMember`). `None`:
+    /// any tenant — with several issuers, one could then name another's tenants.
+    #[serde(default)]
+    pub tenants: Option<Vec<NameGlob>>,
     /// Claims that must be present (`exp` and `sub` always are).
     #[serde(default)]
     pub required_claims: Vec<String>,
@@ -189,6 +198,84 @@ pub struct JwtProviderConfig {
     /// symmetric key comes from (a key set that publishes one is never used for it).
     #[serde(default)]
     pub hmac_keys: Vec<HmacKeyConfig>,
+    /// Accepted JOSE `typ` headers (`at+jwt`, `JWT`, …), compared case-insensitively with any
+    /// `application/` prefix ignored (RFC 8725 §3.11, RFC 9068); a token without `typ` is then
+    /// refused. `None`: any `typ`, or none.
+    #[serde(default)]
+    pub token_types: Option<Vec<TokenType>>,
+    /// Refuse OpenID ID tokens: a `nonce` claim, or a `token_use` other than `access`.
+    /// `None`: on for `discovery = true` issuers (an ID token is not an access token), off
+    /// otherwise.
+    #[serde(default)]
+    pub reject_id_tokens: Option<bool>,
+}
+
+impl JwtProviderConfig {
+    /// Whether ID tokens are refused (`reject_id_tokens`, by default for discovery issuers).
+    pub fn rejects_id_tokens(&self) -> bool {
+        self.reject_id_tokens.unwrap_or(self.discovery)
+    }
+}
+
+/// A JOSE `typ` value as written in `token_types`; compared by [`TokenType::normalized`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TokenType {
+    text: String,
+    normalized: String,
+}
+
+impl TokenType {
+    pub fn parse(text: &str) -> Result<TokenType, String> {
+        let normalized = normalize_media_type(text);
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b';' | b'"'))
+        };
+        if !valid(&normalized) {
+            return Err(format!(
+                "\"{text}\" is not a token type (a media type such as \"at+jwt\" or \"JWT\")"
+            ));
+        }
+        Ok(TokenType {
+            text: text.to_owned(),
+            normalized,
+        })
+    }
+
+    /// Lowercase, without an `application/` prefix: what a token's `typ` is compared with.
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+}
+
+/// A media type as RFC 8725 §3.11 compares it: case-insensitive, `application/` optional.
+pub fn normalize_media_type(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    match lower.strip_prefix("application/") {
+        Some(rest) => rest.to_owned(),
+        None => lower,
+    }
+}
+
+impl fmt::Display for TokenType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl TryFrom<String> for TokenType {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        TokenType::parse(&text)
+    }
+}
+
+impl From<TokenType> for String {
+    fn from(value: TokenType) -> String {
+        value.text
+    }
 }
 
 /// `[[auth.jwt.hmac_keys]]`: one shared secret.
@@ -421,6 +508,15 @@ impl JwtProviderConfig {
         if self.issuer.is_empty() {
             problems.push(format!("{at}.issuer"), "must not be empty");
         }
+        if self.issuer == super::API_KEYS_ISSUER {
+            problems.push(
+                format!("{at}.issuer"),
+                format!(
+                    "\"{}\" names the API keys in [[routes]] issuers",
+                    super::API_KEYS_ISSUER
+                ),
+            );
+        }
         if self.audiences.is_empty() {
             problems.push(
                 format!("{at}.audiences"),
@@ -506,6 +602,23 @@ impl JwtProviderConfig {
         }
         if self.jwks_refresh < Duration::from_secs(1) {
             problems.push(format!("{at}.jwks_refresh"), "must be at least 1s");
+        }
+        match &self.tenants {
+            Some(tenants) if tenants.is_empty() => problems.push(
+                format!("{at}.tenants"),
+                "must not be empty (leave it out to let the issuer name any tenant)",
+            ),
+            Some(_) if self.tenant_claim.is_none() => problems.push(
+                format!("{at}.tenants"),
+                "needs tenant_claim: without it no token names a tenant",
+            ),
+            _ => {}
+        }
+        if self.token_types.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(
+                format!("{at}.token_types"),
+                "must not be empty (leave it out to accept any typ)",
+            );
         }
     }
 }
@@ -680,6 +793,77 @@ mod tests {
              hmac_keys = [{ kid = \"k\", secret_file = \"/etc/k.key\" }]\n",
         );
         assert!(lines.is_empty(), "{lines:?}");
+    }
+
+    #[test]
+    fn token_types_compare_without_case_or_application_prefix() {
+        let t = super::TokenType::parse("application/AT+JWT").unwrap();
+        assert_eq!(t.normalized(), "at+jwt");
+        assert_eq!(t.to_string(), "application/AT+JWT");
+        assert_eq!(super::normalize_media_type("JWT"), "jwt");
+        for bad in ["", "at jwt", "application/", "a,b"] {
+            assert!(super::TokenType::parse(bad).is_err(), "{bad:?}");
+        }
+        let base = "[[auth.jwt]]\nissuer = \"https://i/\"\naudiences = [\"a\"]\n\
+                    algorithms = [\"RS256\"]\njwks_url = \"https://i/jwks\"\n";
+        let lines = problems(&format!("{base}token_types = []\n"));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("auth.jwt[0].token_types: must not be empty")),
+            "{lines:?}"
+        );
+        let lines = problems(&format!("{base}token_types = [\"at jwt\"]\n"));
+        assert!(
+            lines.len() == 1 && lines[0].starts_with("auth.jwt[0].token_types[0]:"),
+            "{lines:?}"
+        );
+        // ID tokens are refused by default only where discovery says it is OpenID.
+        let config: super::JwtProviderConfig = toml::from_str(
+            "issuer = \"https://i/\"\naudiences = [\"a\"]\nalgorithms = [\"RS256\"]\ndiscovery = true\n",
+        )
+        .unwrap();
+        assert!(config.rejects_id_tokens());
+        let config = super::JwtProviderConfig {
+            discovery: false,
+            ..config
+        };
+        assert!(!config.rejects_id_tokens());
+        let config = super::JwtProviderConfig {
+            reject_id_tokens: Some(true),
+            ..config
+        };
+        assert!(config.rejects_id_tokens());
+    }
+
+    #[test]
+    fn an_issuers_tenants_need_a_tenant_claim_and_at_least_one_entry() {
+        let base = "[[auth.jwt]]\nissuer = \"https://i/\"\naudiences = [\"a\"]\n\
+                    algorithms = [\"RS256\"]\njwks_url = \"https://i/jwks\"\n";
+        for (extra, expected) in [
+            (
+                "tenants = [\"acme\"]\n",
+                "auth.jwt[0].tenants: needs tenant_claim",
+            ),
+            (
+                "tenant_claim = \"t\"\ntenants = []\n",
+                "auth.jwt[0].tenants: must not be empty",
+            ),
+            (
+                "tenant_claim = \"t\"\ntenants = [\"[\"]\n",
+                "auth.jwt[0].tenants[0]: invalid glob",
+            ),
+        ] {
+            let lines = problems(&format!("{base}{extra}"));
+            assert!(
+                lines.len() == 1 && lines[0].starts_with(expected),
+                "{expected}: {lines:?}"
+            );
+        }
+        let good = problems(&format!(
+            "{base}tenant_claim = \"t\"\ntenants = [\"acme\", \"beta-*\"]\n"
+        ));
+        assert!(good.is_empty(), "{good:?}");
     }
 
     #[test]

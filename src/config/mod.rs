@@ -203,7 +203,15 @@ pub struct RouteConfig {
     pub upstream: String,
     #[serde(default)]
     pub default: bool,
+    /// The credentials this route serves: `[[auth.jwt]]` issuers, and `"apikey"` for API keys.
+    /// Not a criterion: a request the route takes with a credential from elsewhere is refused
+    /// (403), never passed on to the next route. Empty: any.
+    #[serde(default)]
+    pub issuers: Vec<String>,
 }
+
+/// What `[[routes]] issuers` calls the gateway's own API keys.
+pub const API_KEYS_ISSUER: &str = "apikey";
 
 /// One problem found in a configuration, with the key path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,6 +514,26 @@ impl Config {
                     "a route needs pipelines, paths or tenants, or default = true",
                 );
             }
+            if !route.issuers.is_empty() && self.auth.mode == self::auth::AuthMode::Off {
+                problems.push(
+                    format!("{at}.issuers"),
+                    "with [auth] mode = \"off\" nobody is verified, so the route would refuse \
+                     every request",
+                );
+            }
+            for (j, issuer) in route.issuers.iter().enumerate() {
+                let known = issuer == API_KEYS_ISSUER
+                    || self.auth.jwt.iter().any(|jwt| jwt.issuer == *issuer);
+                if !known {
+                    problems.push(
+                        format!("{at}.issuers[{j}]"),
+                        format!(
+                            "no [[auth.jwt]] has issuer \"{issuer}\" (\"{API_KEYS_ISSUER}\" names \
+                             the API keys)"
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -600,6 +628,34 @@ mod tests {
         };
         assert_eq!(problem.path, "routes[0].pipelines[0]");
         assert!(problem.message.starts_with("invalid glob"), "{problem}");
+    }
+
+    #[test]
+    fn route_issuers_must_be_configured_issuers_or_apikey_with_auth_on() {
+        let base = "[[upstreams]]\nname = \"m\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                    [[routes]]\nupstream = \"m\"\ndefault = true\n\
+                    issuers = [\"https://idp-a/\", \"apikey\", \"https://idp-z/\"]\n";
+        let jwt = "[[auth.jwt]]\nissuer = \"https://idp-a/\"\naudiences = [\"a\"]\n\
+                   algorithms = [\"RS256\"]\njwks_url = \"https://idp-a/jwks\"\n";
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml(&format!("{base}{jwt}")) else {
+            panic!("expected problems")
+        };
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            ["routes[0].issuers[2]: no [[auth.jwt]] has issuer \"https://idp-z/\" (\"apikey\" names the API keys)"]
+        );
+        let Err(ConfigError::Invalid(problems)) =
+            Config::from_toml(&format!("{base}[auth]\nmode = \"off\"\n"))
+        else {
+            panic!("expected problems")
+        };
+        assert!(
+            problems.iter().any(|p| p.path == "routes[0].issuers"),
+            "{problems:?}"
+        );
+        let fine = base.replace(", \"https://idp-z/\"", "");
+        assert!(Config::from_toml(&format!("{fine}{jwt}")).is_ok());
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //! rate = "500/s"
 //! burst = 1000
 //!
+//! [[rate_limit.tenants]]                       # ONE budget shared by a whole tenant
+//! tenants = ["acme", "beta-*"]                 # names or globs; each tenant its own budget
+//! rate = "100/s"
+//! burst = 200
+//!
 //! [rate_limit.redis]                           # share every limit between instances
 //! url = "redis://127.0.0.1:6379"
 //! timeout = "20ms"
@@ -30,7 +35,7 @@
 //!
 //! Edge cases: a rate is exactly `N/s`, `N/m` or `N/h` with `N >= 1`; `burst` defaults to
 //! `N` and must be at least 1. Policy names (given or derived: `principal`, `client_ip`,
-//! `rule-<i>`, `override-<i>`) must be unique, because they name the budgets in Redis and in
+//! `rule-<i>`, `override-<i>`, `tenant-<i>`) must be unique, because they name the budgets in Redis and in
 //! the `RateLimit-Policy` header. Override principals must be verified ids (`key:<name>` or
 //! `jwt:<iss>#<sub>`), never `anonymous`.
 
@@ -38,7 +43,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{EndpointRef, TrustedProxy};
+use super::values::{EndpointRef, NameGlob, TrustedProxy};
 use super::Problems;
 
 pub use super::values::Rate;
@@ -64,6 +69,9 @@ pub struct RateLimitConfig {
     /// Limits per principal id or verified tenant; checked before rules.
     #[serde(default)]
     pub overrides: Vec<OverrideConfig>,
+    /// Budgets shared by every principal of a verified tenant, on top of the principal's own.
+    #[serde(default)]
+    pub tenants: Vec<TenantLimitConfig>,
     /// Most keys one policy keeps in memory; past it, new keys share one overflow budget
     /// until the sweep frees room.
     #[serde(default = "defaults::max_keys")]
@@ -113,6 +121,24 @@ pub struct OverrideConfig {
     #[serde(default)]
     pub tenants: Vec<String>,
     /// Restricts the override to these endpoints (same spelling as rules); empty: all.
+    #[serde(default)]
+    pub routes: Vec<EndpointRef>,
+    pub rate: Rate,
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+/// `[[rate_limit.tenants]]`: one budget per matching tenant, shared by all its principals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimitConfig {
+    /// Policy name (default `tenant-<index>`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Verified tenants, by name or glob (`"beta-*"`); each matching tenant has a budget of
+    /// its own.
+    pub tenants: Vec<NameGlob>,
+    /// Restricts the budget to these endpoints (same spelling as rules); empty: all.
     #[serde(default)]
     pub routes: Vec<EndpointRef>,
     pub rate: Rate,
@@ -204,6 +230,14 @@ impl RateLimitConfig {
             .unwrap_or_else(|| format!("override-{index}"))
     }
 
+    /// The policy name of `tenants[index]` (given, or `tenant-<index>`).
+    pub fn tenant_name(&self, index: usize) -> String {
+        self.tenants[index]
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("tenant-{index}"))
+    }
+
     /// Adds every problem of the section to `problems`, each with its key path under `at`.
     pub fn check(&self, at: &str, problems: &mut Problems) {
         let mut names: Vec<(String, String)> = Vec::new();
@@ -252,6 +286,14 @@ impl RateLimitConfig {
                 }
             }
             names.push((self.override_name(i), format!("{here}.name")));
+        }
+        for (i, budget) in self.tenants.iter().enumerate() {
+            let here = format!("{at}.tenants[{i}]");
+            check_burst(&here, budget.burst, problems);
+            if budget.tenants.is_empty() {
+                problems.push(format!("{here}.tenants"), "at least one tenant is required");
+            }
+            names.push((self.tenant_name(i), format!("{here}.name")));
         }
         for (i, (name, path)) in names.iter().enumerate() {
             if !valid_policy_name(name) {
@@ -444,6 +486,35 @@ mod tests {
             lines.iter().any(|l| l.starts_with("rate_limit.redis.url:")),
             "{lines:#?}"
         );
+    }
+
+    #[test]
+    fn tenant_budgets_need_tenants_and_unique_names() {
+        let lines = problems(
+            r#"
+            [rate_limit]
+            principal = { rate = "50/s" }
+            [[rate_limit.tenants]]
+            tenants = ["acme", "beta-*"]
+            rate = "100/s"
+            [[rate_limit.tenants]]
+            name = "principal"
+            tenants = []
+            rate = "1/s"
+            burst = 0
+        "#,
+        );
+        for line in [
+            "rate_limit.tenants[1].tenants: at least one tenant is required",
+            "rate_limit.tenants[1].burst: 0 is outside 1..=1000000",
+            "rate_limit.tenants[1].name: duplicate policy name \"principal\"",
+        ] {
+            assert!(
+                lines.iter().any(|l| l == line),
+                "missing {line} in {lines:#?}"
+            );
+        }
+        assert_eq!(lines.len(), 3, "{lines:#?}");
     }
 
     #[test]

@@ -12,6 +12,12 @@
 //! TCP peer, or the client behind trusted proxies); the principal stage limits only requests
 //! whose context carries a principal (public paths with auth on have none).
 //!
+//! The principal stage decides up to two budgets, in order: the principal's policy, then its
+//! verified tenant's shared budget (`[[rate_limit.tenants]]`). The first refusal answers (so a
+//! request refused by its own policy spends nothing of the tenant's); the headers of every
+//! budget decided are on the response, and `X-RateLimit-*` shows the tighter one (fewest
+//! remaining; a refusal's 0).
+//!
 //! ```ignore
 //! ServiceBuilder::new()
 //!     .layer(RateLimitLayer::client_ip(limits.clone()))   // before auth
@@ -27,7 +33,7 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use tower::{Layer, Service};
 
-use super::{RateLimits, Target};
+use super::{RateLimits, Target, Verdict};
 use crate::body::{Request, Response, ResponseFuture};
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
@@ -85,11 +91,12 @@ pub struct RateLimit<S> {
     inner: S,
 }
 
-fn target(
+/// The budgets a request spends at `stage`, in the order they are decided.
+fn targets(
     limits: &RateLimits,
     stage: Stage,
     request: &Request,
-) -> Result<Option<Target>, GatewayError> {
+) -> Result<[Option<Target>; 2], GatewayError> {
     let context = RequestContext::of(request)?;
     let peer = context.connection().peer;
     Ok(match stage {
@@ -98,14 +105,17 @@ fn target(
             // The client behind trusted proxies: what later layers (and the manager's
             // `X-Forwarded-For`) call the client.
             context.set_client_ip(ip);
-            target
+            [target, None]
         }
         Stage::Principal => {
             let Some(principal) = context.principal() else {
-                return Ok(None);
+                return Ok([None, None]);
             };
             let endpoint = context.classified()?.endpoint;
-            limits.principal_target(principal, Some(endpoint), Some((peer, request.headers())))
+            [
+                limits.principal_target(principal, Some(endpoint), Some((peer, request.headers()))),
+                limits.tenant_target(principal, Some(endpoint)),
+            ]
         }
     })
 }
@@ -137,9 +147,9 @@ where
         let Some(limits) = &self.limits else {
             return Either::Left(self.inner.call(request));
         };
-        let target = match target(limits, self.stage, &request) {
-            Ok(Some(target)) => target,
-            Ok(None) => return Either::Left(self.inner.call(request)),
+        let targets = match targets(limits, self.stage, &request) {
+            Ok([None, None]) => return Either::Left(self.inner.call(request)),
+            Ok(targets) => targets,
             Err(error) => {
                 return Either::Right(Box::pin(std::future::ready(Ok(error.into_response()))))
             }
@@ -149,14 +159,24 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Either::Right(Box::pin(async move {
-            let Some(outcome) = limits.decide(&target).await else {
-                return boxed_call(&mut inner, request).await;
-            };
-            if let Some(rejection) = outcome.rejection() {
-                return Ok(GatewayError::from(rejection).into_response());
+            let mut decided: Vec<Verdict> = Vec::with_capacity(2);
+            for target in targets.iter().flatten() {
+                let Some(outcome) = limits.decide(target).await else {
+                    continue;
+                };
+                if let Some(rejection) = outcome.rejection() {
+                    let mut response = GatewayError::from(rejection).into_response();
+                    for earlier in &decided {
+                        earlier.apply(response.headers_mut());
+                    }
+                    return Ok(response);
+                }
+                decided.push(outcome);
             }
             let mut response = boxed_call(&mut inner, request).await?;
-            outcome.apply(response.headers_mut());
+            for outcome in &decided {
+                outcome.apply(response.headers_mut());
+            }
             Ok(response)
         }))
     }
@@ -412,6 +432,108 @@ mod tests {
         assert_eq!(policy, "\"acme-reads\";q=2;w=7200");
         let (_, policy) = policy_of(Method::POST, "/v0/pipelines/p/activate", alice()).await;
         assert_eq!(policy, "\"rule-0\";q=1;w=3600");
+    }
+
+    #[tokio::test]
+    async fn five_keys_of_one_tenant_share_one_tenant_budget() {
+        let clock = fake_clock();
+        let service = principal_stack(limits(
+            r#"
+            principal = { rate = "1/h", burst = 2 }
+            [[tenants]]
+            name = "shared"
+            tenants = ["acme", "beta-*"]
+            rate = "1/h"
+            burst = 3
+            "#,
+            &clock,
+        ));
+        let key =
+            |name: &str, tenant: &str| Principal::api_key(name, Role::Write, Some(tenant.into()));
+        let send = |principal: Principal| {
+            service.clone().oneshot(request(
+                Method::GET,
+                "/v0/pipelines",
+                Some(principal),
+                "192.0.2.1",
+            ))
+        };
+        let mut statuses = Vec::new();
+        for i in 0..5 {
+            let response = send(key(&format!("k{i}"), "acme")).await.unwrap();
+            if i == 0 {
+                // Both budgets are reported; the legacy headers show the tighter one.
+                let items: Vec<_> = response.headers().get_all("ratelimit").iter().collect();
+                assert_eq!(items, ["\"principal\";r=1;t=3600", "\"shared\";r=2;t=3600"]);
+                assert_eq!(response.headers()["x-ratelimit-remaining"], "1");
+            }
+            statuses.push(response.status());
+        }
+        use StatusCode as S;
+        assert_eq!(
+            statuses,
+            [
+                S::OK,
+                S::OK,
+                S::OK,
+                S::TOO_MANY_REQUESTS,
+                S::TOO_MANY_REQUESTS
+            ]
+        );
+        let refused = send(key("k9", "acme")).await.unwrap();
+        let headers = refused.headers().clone();
+        assert_eq!(headers["x-ratelimit-remaining"], "0");
+        assert_eq!(headers.get_all("ratelimit-policy").iter().count(), 2);
+        assert_eq!(json(refused).await["details"]["policy"], "shared");
+        // Each matching tenant has its own budget; an unmatched tenant has none.
+        assert_eq!(send(key("b", "beta-1")).await.unwrap().status(), S::OK);
+        let other = send(key("o", "other")).await.unwrap();
+        assert_eq!(other.headers().get_all("ratelimit").iter().count(), 1);
+        // A principal refused by its own policy spends nothing of its tenant's budget.
+        let noisy = || key("noisy", "beta-2");
+        for _ in 0..2 {
+            assert_eq!(send(noisy()).await.unwrap().status(), S::OK);
+        }
+        for _ in 0..5 {
+            let response = send(noisy()).await.unwrap();
+            assert_eq!(json(response).await["details"]["policy"], "principal");
+        }
+        let colleague = send(key("quiet", "beta-2")).await.unwrap();
+        assert_eq!(colleague.status(), S::OK, "beta-2 has one request left");
+        // With auth off the tenant is not verified: no tenant budget.
+        let anon = send(anonymous(Some("acme"))).await.unwrap();
+        assert_eq!(anon.status(), S::OK);
+    }
+
+    #[tokio::test]
+    async fn a_tenant_budget_survives_a_rebuild_that_keeps_its_policy() {
+        let clock = fake_clock();
+        let text = |burst: u32| {
+            format!("[[tenants]]\nname = \"shared\"\ntenants = [\"acme\"]\nrate = \"1/h\"\nburst = {burst}\n")
+        };
+        let build = |text: &str, previous: Option<&RateLimits>| {
+            let config: RateLimitConfig = toml::from_str(text).unwrap();
+            Arc::new(
+                RateLimits::build_reusing(
+                    &config,
+                    LimiterClock::new(clock.clone()),
+                    RateLimitMetrics::default(),
+                    previous,
+                )
+                .unwrap(),
+            )
+        };
+        let acme = Principal::api_key("k", Role::Read, Some("acme".into()));
+        let spend = |limits: &Arc<RateLimits>| {
+            let target = limits.tenant_target(&acme, None).unwrap();
+            limits.decide_local(&target).unwrap()
+        };
+        let first = build(&text(2), None);
+        assert!(spend(&first).allowed && spend(&first).allowed);
+        let kept = build(&text(2), Some(&first));
+        assert!(!spend(&kept).allowed, "the spent budget came along");
+        let changed = build(&text(3), Some(&kept));
+        assert!(spend(&changed).allowed, "another burst is another budget");
     }
 
     #[tokio::test]

@@ -16,6 +16,12 @@
 //!   Requests without a principal (public endpoints with auth on) have no principal limit.
 //!   With auth off everyone is the `anonymous` principal, so the key is the client IP and
 //!   overrides by tenant never match (the tenant header is not verified).
+//! - in the same layer, after the principal's policy allowed the request, the budget of its
+//!   verified tenant ([`RateLimits::tenant_target`], `[[rate_limit.tenants]]`): one budget per
+//!   tenant, shared by every principal acting in it, so five keys of one tenant do not get
+//!   five budgets. A request must pass both; one refused by its principal's policy spends
+//!   nothing of the tenant's, so a noisy principal stopped by its own limit does not drain
+//!   its colleagues' share.
 //!
 //! Decisions are local (`governor`, [`local`]) or, with `[rate_limit.redis]`, made in Redis
 //! and shared by all instances ([`redis`]); when Redis fails, `on_error` applies (`local`:
@@ -46,6 +52,8 @@ use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 use crate::catalog::Endpoint;
+use globset::GlobMatcher;
+
 use crate::config::ratelimit::{LimitConfig, OnError, Rate, RateLimitConfig};
 use crate::config::values::EndpointRef;
 use crate::principal::{Credential, Principal};
@@ -99,6 +107,8 @@ pub enum BudgetKey {
     Ip(IpAddr),
     /// A principal key ([`key::principal_key`]).
     Principal(Arc<str>),
+    /// A verified tenant (a budget shared by its principals).
+    Tenant(Arc<str>),
 }
 
 impl std::fmt::Display for BudgetKey {
@@ -106,6 +116,7 @@ impl std::fmt::Display for BudgetKey {
         match self {
             BudgetKey::Ip(ip) => f.write_str(&key::ip_key_text(*ip)),
             BudgetKey::Principal(id) => f.write_str(id),
+            BudgetKey::Tenant(tenant) => write!(f, "tenant:{tenant}"),
         }
     }
 }
@@ -117,6 +128,7 @@ pub enum PolicyRef {
     Principal,
     Rule(usize),
     Override(usize),
+    Tenant(usize),
 }
 
 /// A policy and key resolved for one request.
@@ -192,6 +204,12 @@ struct Override {
     limited: Limited<Arc<str>>,
 }
 
+struct TenantBudget {
+    tenants: Vec<GlobMatcher>,
+    routes: Vec<EndpointRef>,
+    limited: Limited<Arc<str>>,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
     policy: String,
@@ -261,6 +279,7 @@ pub struct RateLimits {
     principal: Option<Limited<Arc<str>>>,
     rules: Vec<Rule>,
     overrides: Vec<Override>,
+    tenants: Vec<TenantBudget>,
     shared: Option<Shared>,
     metrics: RateLimitMetrics,
     sweep_interval: Duration,
@@ -354,6 +373,34 @@ impl RateLimits {
                 ),
             })
             .collect();
+        let tenants = config
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(i, budget)| TenantBudget {
+                tenants: budget
+                    .tenants
+                    .iter()
+                    .map(|g| g.glob().compile_matcher())
+                    .collect(),
+                routes: budget.routes.clone(),
+                limited: {
+                    // A tenant budget carries over only from a tenant budget of that name.
+                    let name = config.tenant_name(i);
+                    let kept = previous.and_then(|p| {
+                        p.tenants
+                            .iter()
+                            .map(|t| &t.limited)
+                            .find(|l| *l.policy.name == *name)
+                    });
+                    let limit = LimitConfig {
+                        rate: budget.rate,
+                        burst: budget.burst,
+                    };
+                    limited_by(&name, &limit, config.max_keys, &clock, kept)
+                },
+            })
+            .collect();
         let shared = match &config.redis {
             Some(redis) => Some(Shared {
                 store: match previous.and_then(|p| p.shared.as_ref()) {
@@ -374,6 +421,7 @@ impl RateLimits {
             principal,
             rules,
             overrides,
+            tenants,
             shared,
             metrics,
             sweep_interval: config.sweep_interval,
@@ -438,6 +486,28 @@ impl RateLimits {
         })
     }
 
+    /// The shared budget of an authenticated request's verified tenant; `None`: the
+    /// principal has no verified tenant, or no `[[rate_limit.tenants]]` entry names it (and
+    /// the endpoint, if the entry lists routes).
+    pub fn tenant_target(
+        &self,
+        principal: &Principal,
+        endpoint: Option<&Endpoint>,
+    ) -> Option<Target> {
+        if matches!(principal.credential, Credential::Anonymous) {
+            return None;
+        }
+        let tenant = principal.tenant.as_ref()?;
+        let index = self.tenants.iter().position(|budget| {
+            budget.tenants.iter().any(|m| m.is_match(&**tenant))
+                && (budget.routes.is_empty() || route_matches(&budget.routes, endpoint))
+        })?;
+        Some(Target {
+            policy: PolicyRef::Tenant(index),
+            key: BudgetKey::Tenant(tenant.clone()),
+        })
+    }
+
     /// The principal-keyed policy named `name` (principal, a rule or an override).
     fn principal_like(&self, name: &str) -> Option<&Limited<Arc<str>>> {
         self.principal
@@ -453,6 +523,7 @@ impl RateLimits {
             PolicyRef::Principal => self.principal.as_ref().map(|l| &l.policy),
             PolicyRef::Rule(i) => self.rules.get(i).map(|r| &r.limited.policy),
             PolicyRef::Override(i) => self.overrides.get(i).map(|o| &o.limited.policy),
+            PolicyRef::Tenant(i) => self.tenants.get(i).map(|t| &t.limited.policy),
         }
     }
 
@@ -469,12 +540,17 @@ impl RateLimits {
                     PolicyRef::Principal => self.principal.as_ref()?,
                     PolicyRef::Rule(i) => &self.rules.get(i)?.limited,
                     PolicyRef::Override(i) => &self.overrides.get(i)?.limited,
-                    PolicyRef::ClientIp => return None,
+                    PolicyRef::ClientIp | PolicyRef::Tenant(_) => return None,
                 };
                 self.note_full(&limited.local);
                 limited.local.decide(id)
             }
-            (BudgetKey::Ip(_), _) => return None,
+            (BudgetKey::Tenant(tenant), PolicyRef::Tenant(i)) => {
+                let limited = &self.tenants.get(i)?.limited;
+                self.note_full(&limited.local);
+                limited.local.decide(tenant)
+            }
+            (BudgetKey::Ip(_) | BudgetKey::Tenant(_), _) => return None,
         };
         Some(decision)
     }
@@ -591,7 +667,8 @@ impl RateLimits {
             .principal
             .iter()
             .chain(self.rules.iter().map(|r| &r.limited))
-            .chain(self.overrides.iter().map(|o| &o.limited));
+            .chain(self.overrides.iter().map(|o| &o.limited))
+            .chain(self.tenants.iter().map(|t| &t.limited));
         for l in principal_like {
             let keys = l.local.sweep();
             record(&l.policy, keys, l.local.take_overflowed());

@@ -12,6 +12,12 @@
 //! the first `default = true` route. The web console's files (paths outside `/v0`) always go
 //! to the console's upstream (`[console] upstream`, or the default route's). A request no
 //! route matches is 404 `UnknownEndpoint`.
+//!
+//! A route's `issuers` are not a criterion but a guard: once a route takes a request, a
+//! principal verified by another issuer (`"apikey"` names the API keys) is refused with 403
+//! `InsufficientPermissions`, `details.reason = "issuer_not_accepted"` — never passed on to a
+//! later route, where it could reach a manager its issuer was not meant for. Requests without
+//! a principal (public paths) pass.
 
 use std::sync::Arc;
 
@@ -20,9 +26,10 @@ use globset::{GlobSet, GlobSetBuilder};
 use crate::body::Request;
 use crate::catalog::{classify, classify_preflight};
 use crate::check::RequestCheck;
-use crate::config::{Config, Problems};
+use crate::config::{Config, Problems, API_KEYS_ISSUER};
 use crate::context::{RequestContext, Route as ChosenRoute};
 use crate::errors::GatewayError;
+use crate::principal::Credential;
 
 /// Classifies the request and records the result in its context.
 #[derive(Clone, Copy)]
@@ -88,13 +95,43 @@ struct Route {
     pipelines: Option<Patterns>,
     tenants: Vec<String>,
     paths: Option<Patterns>,
+    /// The credentials it serves (empty: any).
+    issuers: Vec<String>,
     upstream: usize,
+}
+
+impl Route {
+    /// Whether the route serves a request made with `credential` (`None`: no principal).
+    fn accepts(&self, credential: Option<&Credential>) -> bool {
+        if self.issuers.is_empty() {
+            return true;
+        }
+        let name = match credential {
+            None => return true,
+            Some(Credential::Jwt { issuer, .. }) => &**issuer,
+            Some(Credential::ApiKey { .. }) => API_KEYS_ISSUER,
+            Some(Credential::Anonymous) => return false,
+        };
+        self.issuers.iter().any(|issuer| issuer == name)
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected {
+    /// To this upstream (an index into `config.upstreams`).
+    Upstream(usize),
+    /// No route takes it (404).
+    NoRoute,
+    /// The route that takes it does not serve the principal's issuer (403).
+    IssuerNotAccepted,
 }
 
 /// The compiled `[[routes]]`, and the index of the upstream each one names.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// The index (into `routes`) of the first `default = true` route.
     default: Option<usize>,
     /// The upstream serving the web console's files.
     console: Option<usize>,
@@ -108,6 +145,8 @@ pub struct RouteKey<'a> {
     pub tenant: Option<&'a str>,
     /// A file of the web console (a path outside `/v0`).
     pub console: bool,
+    /// How the principal proved who it is; `None` without one (public paths).
+    pub credential: Option<&'a Credential>,
 }
 
 impl RouteTable {
@@ -135,16 +174,19 @@ impl RouteTable {
                 }
             };
             if route.default && default.is_none() {
-                default = Some(upstream);
+                default = Some(routes.len());
             }
             routes.push(Route {
                 pipelines,
                 tenants: route.tenants.clone(),
                 paths,
+                issuers: route.issuers.clone(),
                 upstream,
             });
         }
-        let console = config.console_upstream().or(default);
+        let console = config
+            .console_upstream()
+            .or(default.map(|i| routes[i].upstream));
         problems.into_result(RouteTable {
             routes,
             default,
@@ -152,10 +194,19 @@ impl RouteTable {
         })
     }
 
-    /// The index (into `config.upstreams`) of the upstream serving `key`.
+    /// The index (into `config.upstreams`) of the upstream serving `key`, if one does.
     pub fn select(&self, key: RouteKey<'_>) -> Option<usize> {
+        match self.route(key) {
+            Selected::Upstream(index) => Some(index),
+            Selected::NoRoute | Selected::IssuerNotAccepted => None,
+        }
+    }
+
+    /// Where `key` goes: the first route that matches (or the default route for a request
+    /// that names no pipeline), if it serves the principal's issuer.
+    pub fn route(&self, key: RouteKey<'_>) -> Selected {
         if key.console {
-            return self.console;
+            return self.console.map_or(Selected::NoRoute, Selected::Upstream);
         }
         let matched = self.routes.iter().find(|route| {
             let pipeline_ok = match (&route.pipelines, key.pipeline) {
@@ -170,10 +221,18 @@ impl RouteTable {
                         .is_some_and(|t| route.tenants.iter().any(|r| r == t)))
                 && route.paths.as_ref().is_none_or(|p| p.is_match(key.path))
         });
-        match matched {
-            Some(route) => Some(route.upstream),
-            None if key.pipeline.is_none() => self.default,
-            None => None,
+        let route = match matched {
+            Some(route) => route,
+            None if key.pipeline.is_none() => match self.default {
+                Some(default) => &self.routes[default],
+                None => return Selected::NoRoute,
+            },
+            None => return Selected::NoRoute,
+        };
+        if route.accepts(key.credential) {
+            Selected::Upstream(route.upstream)
+        } else {
+            Selected::IssuerNotAccepted
         }
     }
 }
@@ -197,16 +256,30 @@ impl RequestCheck for SelectUpstream {
         let context = RequestContext::of(request)?;
         let classified = context.classified()?;
         let path = request.uri().path();
+        let principal = context.principal();
         let key = RouteKey {
             path,
             pipeline: classified.pipeline(path),
-            tenant: context.principal().and_then(|p| p.tenant.as_deref()),
+            tenant: principal.and_then(|p| p.tenant.as_deref()),
             console: classified.endpoint.console,
+            credential: principal.map(|p| &p.credential),
         };
-        let Some(index) = self.table.select(key) else {
-            return Err(GatewayError::unknown_endpoint(path)
-                .with_details(serde_json::json!({ "path": path, "reason": "no route matches" })));
-        };
+        let index =
+            match self.table.route(key) {
+                Selected::Upstream(index) => index,
+                Selected::NoRoute => {
+                    return Err(GatewayError::unknown_endpoint(path).with_details(
+                        serde_json::json!({ "path": path, "reason": "no route matches" }),
+                    ))
+                }
+                Selected::IssuerNotAccepted => return Err(GatewayError::new(
+                    http::StatusCode::FORBIDDEN,
+                    "InsufficientPermissions",
+                    "Insufficient permissions: this route does not accept credentials from the \
+                     caller's issuer",
+                )
+                .with_details(serde_json::json!({ "reason": "issuer_not_accepted" }))),
+            };
         let name = self
             .names
             .get(index)
@@ -239,6 +312,7 @@ mod tests {
             pipeline,
             tenant,
             console: false,
+            credential: None,
         }
     }
 
@@ -264,6 +338,57 @@ mod tests {
         assert_eq!(t.select(key("/v0/pipelines", None, Some("other"))), None);
         assert_eq!(t.select(key("/v0/config/demos", None, None)), Some(1));
         assert_eq!(t.select(key("/v0/config/a/b", None, None)), None);
+    }
+
+    #[test]
+    fn a_route_refuses_other_issuers_instead_of_passing_them_on() {
+        let t = table(
+            "[[routes]]\npipelines = [\"acme-*\"]\nupstream = \"b\"\n\
+             issuers = [\"https://idp-a/\"]\n\
+             [[routes]]\npipelines = [\"*\"]\nupstream = \"a\"\ndefault = true\n\
+             issuers = [\"https://idp-b/\", \"apikey\"]\n\
+             [[auth.jwt]]\nissuer = \"https://idp-a/\"\naudiences = [\"x\"]\n\
+             algorithms = [\"RS256\"]\njwks_url = \"https://idp-a/jwks\"\n\
+             [[auth.jwt]]\nissuer = \"https://idp-b/\"\naudiences = [\"x\"]\n\
+             algorithms = [\"RS256\"]\njwks_url = \"https://idp-b/jwks\"\n",
+        );
+        let jwt = |issuer: &str| Credential::Jwt {
+            issuer: issuer.into(),
+            subject: "s".into(),
+        };
+        let (a, b) = (jwt("https://idp-a/"), jwt("https://idp-b/"));
+        let api_key = Credential::ApiKey { name: "ci".into() };
+        let with = |path, pipeline, credential| RouteKey {
+            credential,
+            ..key(path, pipeline, None)
+        };
+        let acme = Some("acme-1");
+        assert_eq!(t.route(with("/x", acme, Some(&a))), Selected::Upstream(1));
+        assert_eq!(
+            t.route(with("/x", acme, Some(&b))),
+            Selected::IssuerNotAccepted
+        );
+        assert_eq!(
+            t.route(with("/x", acme, Some(&api_key))),
+            Selected::IssuerNotAccepted
+        );
+        assert_eq!(
+            t.route(with("/x", Some("other"), Some(&b))),
+            Selected::Upstream(0)
+        );
+        assert_eq!(
+            t.route(with("/v0/pipelines", None, Some(&a))),
+            Selected::IssuerNotAccepted
+        );
+        assert_eq!(
+            t.route(with("/v0/pipelines", None, Some(&api_key))),
+            Selected::Upstream(0)
+        );
+        assert_eq!(t.route(with("/healthz", None, None)), Selected::Upstream(0));
+        assert_eq!(
+            t.route(with("/x", acme, Some(&Credential::Anonymous))),
+            Selected::IssuerNotAccepted
+        );
     }
 
     #[test]
