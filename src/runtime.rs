@@ -229,7 +229,8 @@ impl Runtime {
     }
 
     /// This runtime's background work until `stop` or `shutdown` turns true: key-set
-    /// refreshes and `api_keys_file` re-reads, and the rate limiter's sweeper.
+    /// refreshes and `api_keys_file` re-reads, the upstreams' health checks and pool upkeep, and the
+    /// rate limiter's sweeper.
     pub async fn run_background(
         self: Arc<Self>,
         stop: watch::Receiver<bool>,
@@ -245,11 +246,18 @@ impl Runtime {
             }
         };
         let auth = self.authenticator.clone().run_background(until());
+        let upstreams = futures_util::future::join_all(
+            self.upstreams
+                .iter()
+                .map(|upstream| upstream.clone().run_health_checks(until())),
+        );
         match self.rate_limits.clone() {
             Some(limits) => {
-                tokio::join!(auth, limits.run_sweeper(until()));
+                tokio::join!(auth, upstreams, limits.run_sweeper(until()));
             }
-            None => auth.await,
+            None => {
+                tokio::join!(auth, upstreams);
+            }
         }
     }
 }

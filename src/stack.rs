@@ -30,7 +30,7 @@ use crate::console::ConsoleLayer;
 use crate::cors::CorsLayer;
 use crate::errors::GatewayError;
 use crate::limits::{BodyLimit, HeaderLimits};
-use crate::proxy::{Forward, TimeoutLayer};
+use crate::proxy::{Forward, PipelineQuotaLayer, TimeoutLayer};
 use crate::ratelimit::RateLimitLayer;
 use crate::routing::{Classify, SelectUpstream};
 use crate::runtime::Runtime;
@@ -102,6 +102,10 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
             runtime.routes.clone(),
             runtime.upstream_names.clone(),
         )))
+        // The per-pipeline concurrency quota needs the route (its upstream) and the principal
+        // (fair shares); it holds a slot until the response body ends, so it sits around the
+        // forwarding, and a refused request costs the manager nothing.
+        .layer(PipelineQuotaLayer::new(runtime.upstreams.clone()))
         // Timeout just around forwarding: it covers only the upstream's time to answer.
         .layer(TimeoutLayer::new(runtime.upstreams.clone()))
         .service(Forward::new(runtime.upstreams.clone()));

@@ -33,6 +33,7 @@ pub mod endpoint;
 pub mod headers;
 pub mod normalize;
 pub mod pool;
+pub mod quota;
 pub mod retry;
 pub mod timeout;
 pub mod upstream;
@@ -58,6 +59,7 @@ use crate::catalog::EndpointClass;
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
 
+pub use self::quota::PipelineQuotaLayer;
 pub use self::timeout::TimeoutLayer;
 pub use self::upstream::Upstream;
 

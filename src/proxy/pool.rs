@@ -236,9 +236,11 @@ impl HttpBody for Returning {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
-        if frame.is_none() {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        // The server stops polling once the body says it ended, so the end is seen either
+        // way: no more frames, or the last one.
+        if frame.is_none() || this.inner.is_end_stream() {
             if let Some((sender, pool)) = this.slot.take() {
                 pool.give_back(sender);
             }

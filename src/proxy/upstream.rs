@@ -78,6 +78,8 @@ pub struct Upstream {
     /// Requests open at once per pipeline (0: no quota), and a principal's floor.
     pub pipeline_concurrency: usize,
     pub per_principal_min: usize,
+    /// Who holds what of each pipeline's quota (kept across reloads with the upstream).
+    pub quota: Arc<super::quota::PipelineQuota>,
     outlier: OutlierConfig,
     base_ejection: Duration,
     health: Option<HealthConfig>,
@@ -154,6 +156,7 @@ impl Upstream {
             retry_buffer: config.retry.buffer_bytes,
             pipeline_concurrency: config.pipeline_concurrency,
             per_principal_min: config.per_principal_min,
+            quota: Arc::default(),
             outlier: config.outlier.clone(),
             base_ejection: config.base_ejection(),
             health: config.health.clone(),

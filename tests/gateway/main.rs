@@ -11,4 +11,5 @@ mod forwarding;
 mod lifecycle;
 mod streaming;
 mod upgrades;
+mod upstreams;
 mod validation;
