@@ -5,6 +5,7 @@
 //! every layer has the same signature. It is a boxed, unsynchronised body: one allocation per
 //! message, no copying of the bytes it streams.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -71,10 +72,13 @@ pub enum ClientBodyError {
     TooLarge { limit: u64 },
     #[error("reading the request body failed: {0}")]
     Read(BoxError),
+    #[error("the request body sent nothing for {after:?}")]
+    Idle { after: std::time::Duration },
 }
 
 pin_project! {
-    /// The client's request body: counts bytes against an optional limit, marks its
+    /// The client's request body: counts bytes against an optional limit, fails when the
+    /// client sends nothing for `idle` (its timer restarts with every frame), marks its
     /// [`BodyProgress`] when complete, and labels its errors as the client's.
     pub struct Tracked {
         #[pin]
@@ -82,11 +86,19 @@ pin_project! {
         seen: u64,
         limit: Option<u64>,
         progress: BodyProgress,
+        idle: std::time::Duration,
+        #[pin]
+        timer: tokio::time::Sleep,
     }
 }
 
 impl Tracked {
-    pub fn new(inner: Body, limit: Option<u64>, progress: BodyProgress) -> Tracked {
+    pub fn new(
+        inner: Body,
+        limit: Option<u64>,
+        progress: BodyProgress,
+        idle: std::time::Duration,
+    ) -> Tracked {
         if inner.is_end_stream() {
             progress.complete();
         }
@@ -95,6 +107,8 @@ impl Tracked {
             seen: 0,
             limit,
             progress,
+            idle,
+            timer: tokio::time::sleep(idle),
         }
     }
 }
@@ -107,8 +121,20 @@ impl HttpBody for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match ready!(this.inner.poll_frame(cx)) {
+        let mut this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        let Poll::Ready(polled) = polled else {
+            // Nothing yet: the client has until the timer to send the next bytes.
+            ready!(this.timer.as_mut().poll(cx));
+            return Poll::Ready(Some(
+                Err(ClientBodyError::Idle { after: *this.idle }.into()),
+            ));
+        };
+        if polled.is_some() {
+            let deadline = tokio::time::Instant::now() + *this.idle;
+            this.timer.as_mut().reset(deadline);
+        }
+        match polled {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen += data.len() as u64;

@@ -253,6 +253,48 @@ impl GatewayError {
         .with_details(json!({ "size": size, "limit": limit }))
     }
 
+    /// 431: one header line is larger than the limit (its name is named; its value never).
+    pub fn header_line_too_large(name: &str, size: usize, limit: usize) -> Self {
+        let name: String = name.chars().take(64).collect();
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderFieldsTooLarge",
+            format!("Request header '{name}' takes {size} bytes, more than the limit of {limit}"),
+        )
+        .with_details(json!({ "header": name, "size": size, "limit": limit }))
+    }
+
+    /// 431: more header lines than the limit.
+    pub fn too_many_headers(count: usize, limit: usize) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "RequestHeaderFieldsTooLarge",
+            format!("The request has {count} header lines, more than the limit of {limit}"),
+        )
+        .with_details(json!({ "count": count, "limit": limit }))
+    }
+
+    /// 400: the request is not well-formed HTTP in a way the gateway refuses to guess about.
+    pub fn invalid_request(reason: &'static str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("The request is malformed: {reason}"),
+        )
+        .with_details(json!({ "reason": reason }))
+    }
+
+    /// 501: a transfer coding the gateway does not implement (RFC 9112 §6.1).
+    pub fn unsupported_transfer_coding(coding: &str) -> Self {
+        let coding: String = coding.chars().take(64).collect();
+        Self::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "UnsupportedTransferCoding",
+            format!("Transfer-Encoding '{coding}' is not implemented; only chunked is"),
+        )
+        .with_details(json!({ "transfer_encoding": coding }))
+    }
+
     /// 502: the upstream could not be reached or answered with something that is not HTTP.
     pub fn upstream_unavailable(upstream: &str, reason: &'static str) -> Self {
         Self::new(

@@ -3,7 +3,9 @@
 //! per endpoint class, the body (413).
 //!
 //! hyper answers its own parse errors with empty bodies, so the server configures hyper's
-//! limits well above these (see `server`), and these checks answer first, in JSON.
+//! limits well above these (see `server`), and these checks answer first, in JSON: the
+//! whole head (`max_header_bytes`), one header line (`max_header_line_bytes`, default 16 KiB)
+//! and the number of lines (`max_header_count`, default 100) are each a 431.
 //! Header size counts every name and value plus 4 bytes per line (`": "` and CRLF), which is
 //! what the request takes on the wire in HTTP/1.1.
 //!
@@ -35,6 +37,8 @@ use crate::errors::GatewayError;
 pub struct HeaderLimits {
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
+    pub max_header_line_bytes: usize,
+    pub max_header_count: usize,
 }
 
 impl RequestCheck for HeaderLimits {
@@ -46,11 +50,25 @@ impl RequestCheck for HeaderLimits {
         if uri_len > self.max_uri_bytes {
             return Err(GatewayError::uri_too_long(uri_len, self.max_uri_bytes));
         }
-        let size: usize = request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
+        let headers = request.headers();
+        if headers.len() > self.max_header_count {
+            return Err(GatewayError::too_many_headers(
+                headers.len(),
+                self.max_header_count,
+            ));
+        }
+        let mut size = 0;
+        for (name, value) in headers {
+            let line = name.as_str().len() + value.len() + 4;
+            if line > self.max_header_line_bytes {
+                return Err(GatewayError::header_line_too_large(
+                    name.as_str(),
+                    line,
+                    self.max_header_line_bytes,
+                ));
+            }
+            size += line;
+        }
         if size > self.max_header_bytes {
             return Err(GatewayError::header_fields_too_large(
                 size,
@@ -65,6 +83,8 @@ impl RequestCheck for HeaderLimits {
 #[derive(Clone, Copy)]
 pub struct BodyLimit {
     pub max_body_bytes: u64,
+    /// A body that sends nothing for this long is cut off (408).
+    pub idle: std::time::Duration,
 }
 
 impl RequestCheck for BodyLimit {
@@ -88,7 +108,7 @@ impl RequestCheck for BodyLimit {
         let progress = BodyProgress::default();
         context.set_progress(progress.clone());
         let inner = std::mem::replace(request.body_mut(), body::empty());
-        *request.body_mut() = body::boxed(Tracked::new(inner, limit, progress));
+        *request.body_mut() = body::boxed(Tracked::new(inner, limit, progress, self.idle));
         Ok(())
     }
 }

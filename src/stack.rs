@@ -35,7 +35,7 @@ use crate::ratelimit::RateLimitLayer;
 use crate::routing::{Classify, SelectUpstream};
 use crate::runtime::Runtime;
 use crate::telemetry::{CatchPanicLayer, Metrics, RequestLogLayer};
-use crate::validate::{CanonicalPath, PipelineRequest};
+use crate::validate::{CanonicalPath, PipelineRequest, RequestHygiene, UnverifiedCredentials};
 
 /// The gateway's whole request path as one cloneable service.
 pub type GatewayService = BoxCloneSyncService<Request, Response, Infallible>;
@@ -68,17 +68,29 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
         .layer(CheckLayer::new(HeaderLimits {
             max_header_bytes: server.max_header_bytes,
             max_uri_bytes: server.max_uri_bytes,
+            max_header_line_bytes: server.max_header_line_bytes,
+            max_header_count: server.max_header_count,
         }))
+        // Framing and the headers only the gateway may set, before anything reads a header:
+        // Host, Transfer-Encoding, Forwarded/X-Real-IP/rewrite headers, Connection-named
+        // removals that must not take Authorization or Host away.
+        .layer(CheckLayer::new(RequestHygiene))
         // Canonical path before anything reads the path: nothing may classify, authorize or
         // route a path the manager would decode into another one.
         .layer(CheckLayer::new(CanonicalPath))
         // Route match, part 1 (classification): auth needs the endpoint's minimum role, rate
         // limits its name and class; unknown paths and wrong methods stop here (404/405).
         .layer(CheckLayer::new(Classify))
+        // Credentials the gateway does not verify (cookies, X-Api-Key, ?api_key=) never reach
+        // the manager on API routes; the route kind is known only now.
+        .layer(CheckLayer::new(UnverifiedCredentials {
+            forward_cookies: runtime.config.auth.forward_cookies,
+        }))
         // Body limit per endpoint class (known only now); a declared Content-Length over it
         // is refused before authentication spends anything on the request.
         .layer(CheckLayer::new(BodyLimit {
             max_body_bytes: server.max_body_bytes,
+            idle: server.body_idle_timeout,
         }))
         // Limit by client IP just before auth: an unauthenticated flood (forged tokens
         // included) is refused before any signature is verified; after the cheap size and

@@ -37,3 +37,17 @@ pub fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
 }
+
+/// Headers a `Connection` header cannot make hop-by-hop: the credential, the host, the
+/// body's framing, and what the gateway itself sets.
+pub const NOT_HOP_BY_HOP: [&str; 9] = [
+    "authorization",
+    "host",
+    "content-length",
+    "content-type",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+];

@@ -80,6 +80,9 @@ pub struct AuthConfig {
     /// Verified claims forwarded as request headers: claim name → header name. Client-sent
     /// copies of these headers are always removed.
     pub claim_headers: BTreeMap<String, HeaderName>,
+    /// Forward the client's `Cookie` header on API routes (removed by default: the gateway
+    /// verifies no cookie, so none should speak for the client upstream).
+    pub forward_cookies: bool,
     /// With `mode = "off"`, believe the client's `Feldera-Tenant` (forward it, route by it).
     /// Off by default: without a verified principal the header is removed.
     pub trust_tenant_header: bool,
@@ -101,6 +104,7 @@ impl Default for AuthConfig {
             jwt: Vec::new(),
             routes: Vec::new(),
             claim_headers: BTreeMap::new(),
+            forward_cookies: false,
             trust_tenant_header: false,
             token_cache_size: 10_000,
             token_cache_ttl: Duration::from_secs(300),

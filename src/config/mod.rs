@@ -60,6 +60,15 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Bytes of the request target (path and query); over it: 414.
     pub max_uri_bytes: usize,
+    /// Bytes of one header line (name and value); over it: 431. (Above the 8 KiB a token may
+    /// have, so an oversized token is still told apart as `credentials_too_large`.)
+    pub max_header_line_bytes: usize,
+    /// Header lines in one request; over it: 431.
+    pub max_header_count: usize,
+    /// A request body that sends nothing for this long is cut off: 408, the upstream request
+    /// aborted.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
     /// Request body limit on every route but ingress; over it: 413.
     pub max_body_bytes: u64,
     /// Time in-flight requests get to finish after SIGTERM/SIGINT.
@@ -81,6 +90,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_header_bytes: 32 * 1024,
             max_uri_bytes: 8 * 1024,
+            max_header_line_bytes: 16 * 1024,
+            max_header_count: 100,
+            body_idle_timeout: Duration::from_secs(30),
             max_body_bytes: 2 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
@@ -370,6 +382,22 @@ impl Config {
                 "server.max_header_bytes",
                 format!("{} is outside 1024..=262144", s.max_header_bytes),
             );
+        }
+        // A line limit above the head limit is harmless: the head limit is reached first.
+        if !(256..=256 * 1024).contains(&s.max_header_line_bytes) {
+            problems.push(
+                "server.max_header_line_bytes",
+                format!("{} is outside 256..=262144", s.max_header_line_bytes),
+            );
+        }
+        if !(8..=500).contains(&s.max_header_count) {
+            problems.push(
+                "server.max_header_count",
+                format!("{} is outside 8..=500", s.max_header_count),
+            );
+        }
+        if s.body_idle_timeout.is_zero() {
+            problems.push("server.body_idle_timeout", "must be more than zero");
         }
         if !(256..=64 * 1024).contains(&s.max_uri_bytes) {
             problems.push(

@@ -26,8 +26,9 @@ pub use crate::wire::{
     X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
@@ -62,6 +63,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
                 .flat_map(connection_tokens)
                 .filter_map(|t| HeaderName::try_from(t).ok())
                 .filter(|name| !(upgrade && *name == header::UPGRADE))
+                .filter(|name| !crate::wire::NOT_HOP_BY_HOP.contains(&name.as_str()))
                 .collect();
             for name in named {
                 headers.remove(name);
@@ -78,10 +80,70 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Rewrites `Location` and `Content-Location` that point at the upstream's own address to
+/// the gateway's public one (`public`: scheme and host the client used), or to a relative
+/// reference when the public host is unknown: a client must never be sent around the edge.
+pub fn rewrite_location(
+    headers: &mut HeaderMap,
+    upstream: &http::uri::Authority,
+    public: Option<(&str, &str)>,
+) {
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let Ok(uri) = value.parse::<http::Uri>() else {
+            continue;
+        };
+        let Some(authority) = uri.authority() else {
+            continue;
+        };
+        if !authority.as_str().eq_ignore_ascii_case(upstream.as_str()) {
+            continue;
+        }
+        let rest = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let rewritten = match public {
+            Some((scheme, host)) => format!("{scheme}://{host}{rest}"),
+            None => rest.to_owned(),
+        };
+        match HeaderValue::try_from(rewritten) {
+            Ok(value) => {
+                headers.insert(name, value);
+            }
+            Err(_) => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// Whether a response's framing is one the gateway refuses to pass on: both
+/// `Transfer-Encoding` and `Content-Length`, a transfer coding other than `chunked`, or a
+/// status outside 100–599 (RFC 9112 §6.1, RFC 9110 §15).
+pub fn malformed_response(status: http::StatusCode, headers: &HeaderMap) -> bool {
+    let codings: Vec<String> = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .map(|c| c.trim().to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    status.as_u16() > 599
+        || (!codings.is_empty() && headers.contains_key(header::CONTENT_LENGTH))
+        || codings.iter().any(|c| c != "chunked")
+}
+
 /// Everything the request headers need before they go to `pool`.
 pub struct Forwarded<'a> {
-    /// The client's address as an `X-Forwarded-For` value (made once per connection).
+    /// The client's address as an `X-Forwarded-For` value: the TCP peer's (made once per
+    /// connection), or the client behind trusted proxies.
     pub client_ip: HeaderValue,
+    /// The same client, for `Forwarded`.
+    pub client: std::net::IpAddr,
     /// `http` or `https`: how the client reached the gateway.
     pub scheme: &'static str,
     /// The request URI's authority (HTTP/2 sends the host there, not in `Host`).
@@ -98,11 +160,23 @@ pub fn rewrite_request(headers: &mut HeaderMap, pool: &Upstream, forwarded: Forw
             .authority
             .and_then(|a| HeaderValue::try_from(a.as_str()).ok())
     });
-    headers.insert(X_FORWARDED_FOR, forwarded.client_ip);
     headers.insert(
         X_FORWARDED_PROTO,
         HeaderValue::from_static(forwarded.scheme),
     );
+    // RFC 7239: the same facts as X-Forwarded-*, in one header the gateway alone writes.
+    let node = match forwarded.client {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut forwarded_value = format!("for={node};proto={}", forwarded.scheme);
+    if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
+        forwarded_value.push_str(&format!(";host=\"{host}\""));
+    }
+    if let Ok(value) = HeaderValue::try_from(forwarded_value) {
+        headers.insert(header::FORWARDED, value);
+    }
+    headers.insert(X_FORWARDED_FOR, forwarded.client_ip);
     match host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host),
         None => headers.remove(X_FORWARDED_HOST),

@@ -118,7 +118,8 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
         &mut parts.headers,
         &upstream,
         headers::Forwarded {
-            client_ip: context.connection().peer_ip_header.clone(),
+            client_ip: client_ip_header(&context),
+            client: context.client_ip(),
             scheme: context.connection().scheme,
             authority: parts.uri.authority().cloned(),
             principal: context.principal(),
@@ -127,6 +128,14 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
     );
     // Nothing of the gateway's own state travels on to the manager.
     parts.extensions.clear();
+    let public_host = parts
+        .headers
+        .get(headers::X_FORWARDED_HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned);
+    let public = public_host
+        .as_deref()
+        .map(|host| (context.connection().scheme, host));
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -226,6 +235,19 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
             }
         };
         let status = response.status();
+        if headers::malformed_response(status, response.headers()) {
+            upstream.observe(index, Observation::ServerError, "malformed response");
+            return Err(
+                GatewayError::upstream_unavailable(&upstream.name, "malformed response")
+                    .with_internal(format!(
+                        "status {status}, transfer-encoding {:?}, content-length {:?}",
+                        response.headers().get(http::header::TRANSFER_ENCODING),
+                        response.headers().get(http::header::CONTENT_LENGTH)
+                    )),
+            );
+        }
+        let mut response = response;
+        headers::rewrite_location(response.headers_mut(), &endpoint.authority, public);
         if !matches!(status.as_u16(), 502..=504) || upgrade {
             upstream.observe(index, Observation::Served, "");
             return Ok(respond(
@@ -271,6 +293,18 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
         };
         return Ok(http::Response::from_parts(parts, stack_body::full(bytes)));
     }
+}
+
+/// `X-Forwarded-For`: the peer's (made once per connection), or the client resolved behind
+/// trusted proxies.
+fn client_ip_header(context: &RequestContext) -> http::HeaderValue {
+    let connection = context.connection();
+    let client = context.client_ip();
+    if client == connection.peer.ip() {
+        return connection.peer_ip_header.clone();
+    }
+    http::HeaderValue::try_from(client.to_string())
+        .unwrap_or_else(|_| connection.peer_ip_header.clone())
 }
 
 fn bit(index: usize) -> u64 {
@@ -342,6 +376,9 @@ fn client_body_error(error: &(dyn std::error::Error + 'static)) -> Option<Gatewa
         .or_else(|| find_cause::<ClientBodyError>(error))?;
     Some(match body_error {
         ClientBodyError::TooLarge { limit } => GatewayError::payload_too_large(*limit),
+        ClientBodyError::Idle { after } => {
+            GatewayError::request_timeout(*after).with_internal("the client's request body stalled")
+        }
         ClientBodyError::Read(_) => GatewayError::new(
             StatusCode::BAD_REQUEST,
             "InvalidRequestBody",

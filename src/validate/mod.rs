@@ -7,6 +7,7 @@
 //! flood of bad names still costs its budget).
 
 pub mod activate;
+pub mod headers;
 pub mod name;
 pub mod path;
 
@@ -18,6 +19,7 @@ use crate::context::RequestContext;
 use crate::errors::GatewayError;
 
 pub use activate::ActivateQuery;
+pub use headers::{RequestHygiene, UnverifiedCredentials};
 pub use name::{check_name, NameError};
 pub use path::check_canonical;
 

@@ -8,6 +8,7 @@ mod browser;
 mod encoded_errors;
 mod errors;
 mod forwarding;
+mod hardening;
 mod lifecycle;
 mod streaming;
 mod upgrades;
