@@ -234,3 +234,90 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use http::StatusCode;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::context::{Connection, RequestContext};
+    use crate::runtime::Process;
+
+    fn snapshot(extra_server: &str) -> Snapshot {
+        let config = Config::from_toml(&format!(
+            "[server]\n{extra_server}\n[auth]\nmode = \"off\"\n\
+             [[upstreams]]\nname = \"a\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+             [[routes]]\npipelines = [\"*\"]\nupstream = \"a\"\ndefault = true\n"
+        ))
+        .expect("config");
+        let process = Process::new();
+        let runtime = Runtime::build(config, &process).expect("runtime");
+        build(Arc::new(runtime), process.metrics.clone())
+    }
+
+    fn request() -> Request {
+        let mut request = http::Request::get("/v0/pipelines")
+            .header(http::header::HOST, "gw")
+            .body(crate::body::empty())
+            .expect("request");
+        RequestContext::attach(
+            &mut request,
+            Arc::new(Connection::plain("127.0.0.1:9".parse().expect("addr"))),
+        );
+        request
+    }
+
+    /// Every layer is ready at once: polled with a waker that can never wake anything, the
+    /// whole stack answers `Ready`. A layer that returned `Pending` here would park the
+    /// connection forever, since nothing would ever wake it.
+    #[tokio::test]
+    async fn the_stack_is_ready_without_a_waker() {
+        let mut service = snapshot("").service;
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    }
+
+    /// When `max_in_flight` is taken, readiness is still immediate and the call is a JSON 503
+    /// (`LoadShed` over `ConcurrencyLimit`, rescued), never a wait.
+    #[tokio::test]
+    async fn a_full_stack_sheds_with_a_503_instead_of_waiting() {
+        let snapshot = snapshot("max_in_flight = 1");
+        let mut cx = Context::from_waker(Waker::noop());
+        // The first clone takes the one slot by becoming ready and holding the permit.
+        let mut holder = snapshot.service.clone();
+        assert!(matches!(holder.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let mut shed = snapshot.service.clone();
+        assert!(matches!(shed.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let response = shed.call(request()).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error_code"], "ServiceUnavailable");
+        // Once the holder lets go, the next request gets through the shedding layers. (The
+        // shed clone is dropped first, as the server's `oneshot` drops it at call: alive, its
+        // queued semaphore acquire would be first in line for the freed slot.)
+        drop(shed);
+        drop(holder);
+        let mut next = snapshot.service.clone();
+        assert!(matches!(next.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let response = next.call(request()).await.expect("infallible");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["error_code"], "UpstreamUnavailable", "{json}");
+    }
+}

@@ -1,5 +1,5 @@
 //! The binary's commands: `check-config` lists every problem with its key path; the shipped
-//! configurations are valid.
+//! configurations are valid; SIGHUP reloads; two processes share one port.
 
 use std::process::Command;
 
@@ -137,9 +137,6 @@ fn unknown_keys_and_syntax_errors_are_reported_with_their_place() {
 
 #[test]
 fn sighup_reloads_the_configuration_file_and_a_broken_one_changes_nothing() {
-    use std::io::{BufRead, BufReader};
-    use std::time::{Duration, Instant};
-
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     let config = |tag: &str| {
@@ -150,49 +147,136 @@ fn sighup_reloads_the_configuration_file_and_a_broken_one_changes_nothing() {
         )
     };
     std::fs::write(&path, config("first")).unwrap();
-    let mut child = gateway()
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id() as i32;
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (sender, logged) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                return;
+    let gateway = Running::start(&path);
+    let pid = gateway.child.id() as i32;
+    gateway.wait_for("pipeline-gateway listening");
+    std::fs::write(&path, config("second")).unwrap();
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    gateway.wait_for("configuration reloaded");
+    std::fs::write(&path, "not toml").unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    let refusal = gateway.wait_for("configuration not reloaded");
+    assert!(refusal.contains("line 1"), "{refusal}");
+    gateway.stop();
+}
+
+/// A gateway process with its JSON log lines on a channel.
+struct Running {
+    child: std::process::Child,
+    logged: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(config: &std::path::Path) -> Running {
+        use std::io::{BufRead, BufReader};
+        let mut child = gateway()
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (sender, logged) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
             }
-        }
-    });
-    let wait_for = |needle: &str| {
+        });
+        Running { child, logged }
+    }
+
+    fn wait_for(&self, needle: &str) -> String {
+        use std::time::{Duration, Instant};
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(line) = logged.recv_timeout(Duration::from_millis(100)) {
+            if let Ok(line) = self.logged.recv_timeout(Duration::from_millis(100)) {
                 if line.contains(needle) {
                     return line;
                 }
             }
         }
-        let rest: Vec<String> = logged.try_iter().collect();
+        let rest: Vec<String> = self.logged.try_iter().collect();
         panic!("the gateway never logged {needle:?}; then: {rest:?}");
+    }
+
+    fn stop(mut self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The upstream name in a 502 from a gateway whose only upstream is a closed port: which
+/// process answered.
+fn answered_by(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /v0/pipelines HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502 "), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let json: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(json["error_code"], "UpstreamUnavailable", "{json}");
+    json["details"]["upstream"].as_str().unwrap().to_string()
+}
+
+/// Two gateway processes on one port (SO_REUSEPORT): the second starts instead of failing
+/// with EADDRINUSE, the kernel spreads new connections over both, and when one stops the
+/// other takes every connection.
+#[test]
+fn two_processes_share_one_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |tag: &str, listen: &str| {
+        format!(
+            "[server]\nlisten = \"{listen}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [[upstreams]]\nname = \"{tag}\"\nendpoints = [\"http://127.0.0.1:9\"]\n\
+             [[routes]]\nupstream = \"{tag}\"\ndefault = true\n[auth]\nmode = \"off\"\n"
+        )
     };
-    wait_for("pipeline-gateway listening");
-    std::fs::write(&path, config("second")).unwrap();
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(pid, libc::SIGHUP) };
-    wait_for("configuration reloaded");
-    std::fs::write(&path, "not toml").unwrap();
-    unsafe { libc::kill(pid, libc::SIGHUP) };
-    let refusal = wait_for("configuration not reloaded");
-    assert!(refusal.contains("line 1"), "{refusal}");
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let first_path = dir.path().join("first.toml");
+    std::fs::write(&first_path, config("first", "127.0.0.1:0")).unwrap();
+    let first = Running::start(&first_path);
+    let line = first.wait_for("pipeline-gateway listening");
+    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let addr = line["fields"]["local_addr"]
+        .as_str()
+        .or(line["local_addr"].as_str())
+        .unwrap_or_else(|| panic!("no local_addr in {line}"))
+        .to_string();
+    let second_path = dir.path().join("second.toml");
+    std::fs::write(&second_path, config("second", &addr)).unwrap();
+    let second = Running::start(&second_path);
+    second.wait_for("pipeline-gateway listening");
+
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..64 {
+        seen.insert(answered_by(&addr));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["first", "second"],
+        "both processes take connections on the shared port"
+    );
+    first.stop();
+    for _ in 0..8 {
+        assert_eq!(answered_by(&addr), "second");
+    }
+    second.stop();
 }
