@@ -1,8 +1,9 @@
 //! What the black-box tests share: the stand-in manager (in this process, or as a child
 //! process a test can kill) and one small test upstream (an echo) to put behind a gateway,
 //! gateways in this process or as child processes, a real `redis-server`, clients that read
-//! whole replies and check the gateway's error schema, content codings, test signing keys,
-//! and the external programs (`fda`, Chromium) some tests drive.
+//! whole replies and check the gateway's error schema, load that tallies every answer (for
+//! the fault tests), content codings, test signing keys, and the external programs (`fda`,
+//! Chromium) some tests drive.
 //!
 //! Every test crate includes this module whole, as `pub mod support;` (`#[path]` from a
 //! nested crate): each crate uses a different part of it, and a `pub` module at the crate root
@@ -17,6 +18,7 @@ mod client;
 mod coding;
 mod gateway;
 pub mod keys;
+pub mod load;
 mod process;
 mod redis_server;
 mod standin;
