@@ -1,0 +1,348 @@
+//! Faults, tested (issue 10 §7): black-box tests with real processes and real sockets, each
+//! bounded in time, each breaking one thing behind a gateway under load and asserting the
+//! counts — requests sent, answered 2xx, answered with which typed error, and lost (always
+//! 0). A lost request is what a client cannot use: a transport error, no whole answer within
+//! [`load::REQUEST_DEADLINE`], or an error outside the schema `{"message","error_code",
+//! "details"}` (see `support/load.rs`).
+//!
+//! - A manager killed (SIGKILL) mid-load: only requests in flight on it fail (uploads that
+//!   had not ended, POSTs it had not answered), each with a typed 502; everything else is
+//!   answered by the other replica (GETs sent again); it is then ejected.
+//!
+//! Each test prints its counts (`cargo test --test faults -- --nocapture`). Nothing sleeps to
+//! wait for time: the tests wait for counts and states, polling with deadlines.
+
+pub mod support;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, StreamBody};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pipeline_gateway::Gateway;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use support::load::{self, Call, Load, Outcome, Tally};
+use support::*;
+
+/// The longest any one test may take, start to end.
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a state change (ejection, health, Redis, key set) may take to show.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(20);
+/// How long the load may take to make the progress a test waits for.
+const PROGRESS_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The pipelines of the stand-in processes: `orders` for GETs, `live` (running) for POSTs.
+const SEEDS: &[&str] = &["orders:standby", "live:running"];
+
+/// Runs a test body, failing it when it takes longer than [`TEST_DEADLINE`].
+async fn bounded<T>(body: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = tokio::time::timeout(TEST_DEADLINE, body)
+        .await
+        .unwrap_or_else(|_| panic!("the test did not finish within {TEST_DEADLINE:?}"));
+    println!("run time: {:.1} s", started.elapsed().as_secs_f64());
+    result
+}
+
+/// A gateway (with an admin listener, auth off) in front of one upstream `primary` with these
+/// endpoints, this `request_timeout`, and `upstream_extra` keys in its `[[upstreams]]` table.
+async fn gateway_over(
+    endpoints: &[String],
+    request_timeout: &str,
+    upstream_extra: &str,
+) -> Gateway {
+    let list: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    gateway(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[[upstreams]]
+name = "primary"
+endpoints = [{}]
+connect_timeout = "1s"
+request_timeout = "{request_timeout}"
+{upstream_extra}
+[[routes]]
+pipelines = ["*"]
+upstream = "primary"
+default = true
+[auth]
+mode = "off"
+"#,
+        list.join(", ")
+    ))
+    .await
+}
+
+/// Endpoint `index` of `primary` as admin `GET /upstreams` shows it.
+async fn endpoint(gw: &Gateway, index: usize) -> Value {
+    let admin = gw.admin_addr().expect("admin listener");
+    let reply = get(&format!("http://{admin}/upstreams")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["upstreams"][0]["endpoints"][index].clone()
+}
+
+/// Prints the counts of a part of a test.
+fn report(what: &str, tally: &Tally) {
+    println!("{what}: {}", tally.summary());
+}
+
+/// Asserts that nothing in `tally` was lost, naming the first few that were.
+#[track_caller]
+fn assert_none_lost(tally: &Tally) {
+    let lost = tally.lost();
+    assert!(
+        lost.is_empty(),
+        "{} lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
+// ------------------------------------------------------------------ a manager killed mid-load
+
+/// An upload (`POST …/ingress/{table}`, streamed, never retried) whose body the test sends
+/// piece by piece: it stays in flight on its replica until [`SlowUpload::finish`].
+struct SlowUpload {
+    more: Option<mpsc::Sender<Bytes>>,
+    answer: JoinHandle<(Outcome, Option<String>)>,
+}
+
+impl SlowUpload {
+    /// Starts the upload with a first piece of its body.
+    async fn open(url: String) -> SlowUpload {
+        let (more, pieces) = mpsc::channel::<Bytes>(1);
+        more.send(Bytes::from_static(b"{\"insert\": {\"x\": 1}}\n"))
+            .await
+            .expect("the body is waiting");
+        let frames = futures_util::stream::unfold(pieces, |mut pieces| async move {
+            let piece = pieces.recv().await?;
+            Some((Ok::<_, Infallible>(Frame::data(piece)), pieces))
+        });
+        let request = Request::post(url)
+            .header("content-type", "application/json")
+            .body(StreamBody::new(frames).boxed())
+            .expect("request");
+        let client: Client<_, BoxBody<Bytes, Infallible>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let answer = tokio::spawn(async move {
+            let exchange = async {
+                let response = client
+                    .request(request)
+                    .await
+                    .map_err(|e| load::describe(&e))?;
+                let (parts, body) = response.into_parts();
+                let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+                Ok::<_, String>((parts, body))
+            };
+            match tokio::time::timeout(load::REQUEST_DEADLINE, exchange).await {
+                Err(_) => (Outcome::Lost("no answer in time".into()), None),
+                Ok(Err(error)) => (Outcome::Lost(error), None),
+                Ok(Ok((parts, body))) => (
+                    load::classify(parts.status, &parts.headers, &body),
+                    parts
+                        .headers
+                        .get("x-standin-instance")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                ),
+            }
+        });
+        SlowUpload {
+            more: Some(more),
+            answer,
+        }
+    }
+
+    /// Sends the last piece and ends the body (nothing happens when it was answered already).
+    async fn finish(&mut self) {
+        if let Some(more) = self.more.take() {
+            let _ = more
+                .send(Bytes::from_static(b"{\"insert\": {\"x\": 2}}\n"))
+                .await;
+        }
+    }
+}
+
+/// Phases of the kill test.
+const BEFORE_KILL: usize = 0;
+const AFTER_KILL: usize = 1;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_killed_mid_load_fails_only_its_in_flight_requests_with_a_typed_502() {
+    const CLIENTS: usize = 20;
+    const REQUESTS: usize = 600;
+    const UPLOADS: usize = 4;
+    bounded(async {
+        let a = StandinProcess::start("a", SEEDS);
+        let mut b = StandinProcess::start("b", SEEDS);
+        // A long ejection, so that the killed replica is still out when the test looks.
+        let gw = gateway_over(
+            &[a.url(), b.url()],
+            "5s",
+            "[upstreams.outlier]\nbase_ejection = \"1m\"\nmax_ejection = \"1m\"",
+        )
+        .await;
+        let base = gw.url();
+        // Requests surely in flight when `b` dies: uploads that have not ended. Round robin
+        // puts every other one on `b`.
+        let mut uploads = Vec::new();
+        for _ in 0..UPLOADS {
+            uploads.push(SlowUpload::open(format!("{base}/v0/pipelines/live/ingress/t")).await);
+        }
+        let connected = eventually(CHANGE_DEADLINE, async || {
+            endpoint(&gw, 0).await["connections"]["open"] == UPLOADS / 2
+                && endpoint(&gw, 1).await["connections"]["open"] == UPLOADS / 2
+        })
+        .await;
+        assert!(connected, "the uploads did not reach both replicas");
+        // And a load of short requests: three idempotent GETs for every POST (`resume` of a
+        // running pipeline: 202, each time).
+        let load = Load::start(CLIENTS, Some(REQUESTS), move |i| {
+            if i % 4 == 3 {
+                Call::new(
+                    "POST",
+                    Method::POST,
+                    format!("{base}/v0/pipelines/live/resume"),
+                )
+            } else {
+                Call::new("GET", Method::GET, format!("{base}/v0/pipelines/orders"))
+            }
+        });
+        assert!(
+            load.wait_answered(REQUESTS / 3, PROGRESS_DEADLINE).await,
+            "the load made no progress"
+        );
+        b.kill();
+        // Requests that started before this line may have been in flight on `b`.
+        load.set_phase(AFTER_KILL);
+        // The uploads on `b` are answered at once, while their clients are still sending.
+        let answered = eventually(CHANGE_DEADLINE, async || {
+            uploads.iter().filter(|u| u.answer.is_finished()).count() >= UPLOADS / 2
+        })
+        .await;
+        assert!(
+            answered,
+            "the uploads on the killed replica were not answered"
+        );
+        let mut upload_outcomes = Vec::new();
+        for mut upload in uploads {
+            upload.finish().await;
+            upload_outcomes.push(upload.answer.await.expect("the upload's client"));
+        }
+        let tally = load.finish().await;
+
+        let before = tally.only(|r| r.phase == BEFORE_KILL);
+        let after = tally.only(|r| r.phase == AFTER_KILL);
+        report("killed replica, all", &tally);
+        report("  started before the kill", &before);
+        report("  started after the kill", &after);
+        let served = |t: &Tally, by: &str| {
+            t.records
+                .iter()
+                .filter(|r| r.is_success() && r.instance.as_deref() == Some(by))
+                .count()
+        };
+        println!(
+            "  served by a/b: before {}/{}, after {}/{}",
+            served(&before, "a"),
+            served(&before, "b"),
+            served(&after, "a"),
+            served(&after, "b")
+        );
+        println!("  uploads in flight: {upload_outcomes:?}");
+
+        // The uploads: those on `b` failed with a typed 502, those on `a` were answered.
+        let failed_uploads: Vec<&Value> = upload_outcomes
+            .iter()
+            .filter_map(|(outcome, _)| match outcome {
+                Outcome::Typed {
+                    status: 502,
+                    code,
+                    details,
+                } if code == "UpstreamUnavailable" => Some(details),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed_uploads.len(), UPLOADS / 2, "{upload_outcomes:?}");
+        for details in failed_uploads {
+            assert_eq!(details["upstream"], "primary", "{details}");
+            assert!(
+                ["connection closed before the response", "request failed"]
+                    .contains(&details["reason"].as_str().unwrap_or_default()),
+                "{details}"
+            );
+        }
+        let served_uploads = upload_outcomes
+            .iter()
+            .filter(|(outcome, by)| {
+                matches!(outcome, Outcome::Success(200)) && by.as_deref() == Some("a")
+            })
+            .count();
+        assert_eq!(served_uploads, UPLOADS / 2, "{upload_outcomes:?}");
+
+        // The short requests.
+        assert_eq!(tally.sent(), REQUESTS);
+        assert_none_lost(&tally);
+        let unexpected = tally.unexpected(&[(502, "UpstreamUnavailable")]);
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+        assert!(
+            served(&before, "b") > 0,
+            "the load reached b before the kill"
+        );
+        // Only what was in flight on `b` failed: requests that had started before the kill,
+        // never more than the clients that were waiting, and never a GET (sent again on `a`).
+        for failed in tally.only(|r| !r.is_success()).records {
+            assert_eq!(failed.phase, BEFORE_KILL, "{failed:?}");
+            assert_eq!(
+                failed.label, "POST",
+                "an idempotent GET is retried: {failed:?}"
+            );
+            let Outcome::Typed { details, .. } = &failed.outcome else {
+                unreachable!()
+            };
+            assert_eq!(details["upstream"], "primary", "{details}");
+            assert!(
+                ["connection closed before the response", "request failed"]
+                    .contains(&details["reason"].as_str().unwrap_or_default()),
+                "{details}"
+            );
+        }
+        assert!(tally.typed(502, "UpstreamUnavailable") <= CLIENTS);
+        // Everything that started after the kill was answered, by `a`.
+        assert!(after.sent() > 0, "the load went on after the kill");
+        assert_eq!(after.successes(), after.sent(), "{}", after.summary());
+        assert_eq!(served(&after, "a"), after.sent());
+
+        // And `b` is out of rotation.
+        let ejected = eventually(CHANGE_DEADLINE, async || {
+            endpoint(&gw, 1).await["available"] == false
+        })
+        .await;
+        let status = endpoint(&gw, 1).await;
+        assert!(ejected, "the killed replica was not ejected: {status}");
+        assert!(
+            status["ejected_for_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{status}"
+        );
+        assert!(
+            ["connection refused", "no answer"]
+                .contains(&status["last_error"]["reason"].as_str().unwrap_or_default()),
+            "{status}"
+        );
+        assert_eq!(endpoint(&gw, 0).await["available"], true);
+        println!("  b ejected: {status}");
+    })
+    .await;
+}
