@@ -8,6 +8,8 @@
 //! - A manager killed (SIGKILL) mid-load: only requests in flight on it fail (uploads that
 //!   had not ended, POSTs it had not answered), each with a typed 502; everything else is
 //!   answered by the other replica (GETs sent again); it is then ejected.
+//! - A manager that accepts connections but never answers: 504 after `request_timeout`
+//!   until active health checks take it out; then every request succeeds.
 //!
 //! Each test prints its counts (`cargo test --test faults -- --nocapture`). Nothing sleeps to
 //! wait for time: the tests wait for counts and states, polling with deadlines.
@@ -16,6 +18,8 @@ pub mod support;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,7 +30,9 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pipeline_gateway::Gateway;
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -343,6 +349,167 @@ async fn a_manager_killed_mid_load_fails_only_its_in_flight_requests_with_a_type
         );
         assert_eq!(endpoint(&gw, 0).await["available"], true);
         println!("  b ejected: {status}");
+    })
+    .await;
+}
+
+// ------------------------------------------------- a manager that accepts but never answers
+
+/// A manager that accepts connections and reads requests but never answers them. While
+/// `healthz` is set it still answers `GET /healthz` (a wedged manager whose health endpoint
+/// lives on), so that the test decides when health checks start failing; `open` counts the
+/// connections the gateway holds to it.
+struct SilentManager {
+    addr: std::net::SocketAddr,
+    healthz: Arc<AtomicBool>,
+    open: Arc<AtomicUsize>,
+}
+
+impl SilentManager {
+    async fn start() -> SilentManager {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let healthz = Arc::new(AtomicBool::new(true));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (h, o) = (healthz.clone(), open.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (healthz, open) = (h.clone(), o.clone());
+                open.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    let mut answered = false;
+                    while let Ok(n) = stream.read(&mut buffer).await {
+                        if n == 0 {
+                            break;
+                        }
+                        seen.extend_from_slice(&buffer[..n]);
+                        let head_done = seen.windows(4).any(|w| w == b"\r\n\r\n");
+                        if !answered
+                            && head_done
+                            && seen.starts_with(b"GET /healthz ")
+                            && healthz.load(Ordering::SeqCst)
+                        {
+                            answered = true;
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if stream.write_all(ok).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        SilentManager {
+            addr,
+            healthz,
+            open,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Phases of the silent-manager test.
+const WEDGED_API: usize = 0;
+const WEDGED_ALL: usize = 1;
+const TAKEN_OUT: usize = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_that_accepts_but_never_answers_costs_504s_until_health_checks_take_it_out() {
+    const CLIENTS: usize = 10;
+    bounded(async {
+        let silent = SilentManager::start().await;
+        let a = StandinProcess::start("a", SEEDS);
+        let gw = gateway_over(
+            &[silent.url(), a.url()],
+            "300ms",
+            "[upstreams.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"100ms\"\n\
+             unhealthy_after = 2\nhealthy_after = 2",
+        )
+        .await;
+        let url = format!("{}/v0/pipelines/orders", gw.url());
+        let load = Load::start(CLIENTS, None, move |_| {
+            Call::new("GET", Method::GET, url.clone())
+        });
+        // The manager's API hangs; its health endpoint still answers.
+        assert!(load.wait_answered(60, PROGRESS_DEADLINE).await);
+        // (Timeouts are not the endpoint's own 5xx: outlier ejection does not count them.)
+        println!(
+            "  silent manager after its API hung: {}",
+            endpoint(&gw, 0).await
+        );
+        // Now it hangs on everything: health checks time out and take it out.
+        silent.healthz.store(false, Ordering::SeqCst);
+        load.set_phase(WEDGED_ALL);
+        let out = eventually(CHANGE_DEADLINE, async || {
+            endpoint(&gw, 0).await["healthy"] == false
+        })
+        .await;
+        let status = endpoint(&gw, 0).await;
+        assert!(out, "health checks did not take it out: {status}");
+        assert_eq!(status["available"], false, "{status}");
+        assert_eq!(status["last_error"]["reason"], "health check: timed out");
+        load.set_phase(TAKEN_OUT);
+        let now = load.answered();
+        assert!(load.wait_answered(now + 200, PROGRESS_DEADLINE).await);
+        let tally = load.finish().await;
+
+        let phase = |p: usize| tally.only(move |r| r.phase == p);
+        report("silent manager, all", &tally);
+        report("  API wedged, /healthz answering", &phase(WEDGED_API));
+        report("  wedged entirely, until taken out", &phase(WEDGED_ALL));
+        report("  after it was taken out", &phase(TAKEN_OUT));
+
+        assert_none_lost(&tally);
+        let unexpected = tally.unexpected(&[(504, "UpstreamTimeout")]);
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+        // Round robin sends every other request to the silent manager while it is in
+        // rotation: those time out, with the configured timeout in the details.
+        let wedged = phase(WEDGED_API);
+        assert!(
+            wedged.typed(504, "UpstreamTimeout") > 0,
+            "{}",
+            wedged.summary()
+        );
+        assert!(wedged.successes() > 0, "{}", wedged.summary());
+        for timed_out in tally.only(|r| !r.is_success()).records {
+            let Outcome::Typed { details, .. } = &timed_out.outcome else {
+                unreachable!()
+            };
+            assert_eq!(details, &json!({"upstream": "primary", "timeout_s": 0.3}));
+            assert_ne!(timed_out.phase, TAKEN_OUT, "{timed_out:?}");
+        }
+        assert!(
+            tally
+                .records
+                .iter()
+                .filter(|r| r.is_success())
+                .all(|r| r.instance.as_deref() == Some("a")),
+            "only a answers"
+        );
+        // Once taken out, every request succeeds.
+        let after = phase(TAKEN_OUT);
+        assert!(after.sent() >= 200);
+        assert_eq!(after.successes(), after.sent(), "{}", after.summary());
+        // A timed-out request's upstream connection is closed, not left hanging: the
+        // gateway holds no connection to the silent manager once the load is over (health
+        // probes come and go on their own connections).
+        let closed = eventually(CHANGE_DEADLINE, async || {
+            endpoint(&gw, 0).await["connections"]["open"] == 0
+                && silent.open.load(Ordering::SeqCst) <= 2
+        })
+        .await;
+        assert!(
+            closed,
+            "connections to the silent manager left open: pool {}, sockets {}",
+            endpoint(&gw, 0).await["connections"],
+            silent.open.load(Ordering::SeqCst)
+        );
     })
     .await;
 }
