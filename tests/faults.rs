@@ -10,6 +10,11 @@
 //!   answered by the other replica (GETs sent again); it is then ejected.
 //! - A manager that accepts connections but never answers: 504 after `request_timeout`
 //!   until active health checks take it out; then every request succeeds.
+//! - A manager that answers 503 (not one of its typed errors) for a while, then recovers:
+//!   ejected, ejected again for longer, and back after the ejection; GETs keep succeeding
+//!   on the other replica, and a POST that reached it gets its 503 (in the schema) once.
+//!   The issue's 30 s of failure and 10 s ejections are scaled down to about a second and
+//!   500 ms doubling to 2 s.
 //!
 //! Each test prints its counts (`cargo test --test faults -- --nocapture`). Nothing sleeps to
 //! wait for time: the tests wait for counts and states, polling with deadlines.
@@ -23,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use feldera_standin::Fault;
 use http::{Method, Request};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
@@ -510,6 +516,137 @@ async fn a_manager_that_accepts_but_never_answers_costs_504s_until_health_checks
             endpoint(&gw, 0).await["connections"],
             silent.open.load(Ordering::SeqCst)
         );
+    })
+    .await;
+}
+
+// ------------------------------------------------------- a manager answering 503, then well
+
+/// Phases of the 503 test.
+const FAILING: usize = 0;
+const RECOVERED: usize = 1;
+const BACK: usize = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manager_answering_503_is_ejected_then_back_while_gets_keep_succeeding() {
+    const CLIENTS: usize = 4;
+    bounded(async {
+        let (a, b) = (standin("a").await, standin("b").await);
+        // A sick manager: a plain 503 of its own, not one of its typed errors about a
+        // pipeline, and no Retry-After.
+        b.set_fault(
+            "/v0/",
+            Fault::Respond {
+                status: 503,
+                content_type: Some("text/plain".into()),
+                body: b"Service Unavailable".to_vec(),
+                headers: vec![],
+            },
+        );
+        // The issue's example ejects for 10 s after 5 errors and fails for 30 s; scaled
+        // down: 500 ms after 3, doubling up to 2 s.
+        let gw = gateway_over(
+            &[a.url(), b.url()],
+            "5s",
+            "[upstreams.outlier]\nconsecutive_5xx = 3\nbase_ejection = \"500ms\"\n\
+             max_ejection = \"2s\"",
+        )
+        .await;
+        // Mostly GETs, and a POST (`resume` of a running pipeline) in every four.
+        let base = gw.url();
+        let load = Load::start(CLIENTS, None, move |i| {
+            if i % 4 == 3 {
+                Call::new(
+                    "POST",
+                    Method::POST,
+                    format!("{base}/v0/pipelines/live/resume"),
+                )
+            } else {
+                Call::new("GET", Method::GET, format!("{base}/v0/pipelines/orders"))
+            }
+        });
+        // Ejected …
+        let ejected = eventually(CHANGE_DEADLINE, async || {
+            endpoint(&gw, 1).await["ejected_for_s"].as_f64() > Some(0.0)
+        })
+        .await;
+        let status = endpoint(&gw, 1).await;
+        assert!(ejected, "b was not ejected: {status}");
+        assert_eq!(status["last_error"]["reason"], "503", "{status}");
+        // … back after 500 ms, still failing, and ejected again for longer (1 s, then 2 s).
+        let again = eventually(CHANGE_DEADLINE, async || {
+            endpoint(&gw, 1).await["ejected_for_s"].as_f64() > Some(0.5)
+        })
+        .await;
+        assert!(again, "b was not ejected again for longer");
+        let failed_answers = b.requests().len();
+        // It recovers; once its ejection ends it serves again.
+        b.clear_faults();
+        load.set_phase(RECOVERED);
+        let available = eventually(CHANGE_DEADLINE, async || {
+            endpoint(&gw, 1).await["available"] == true
+        })
+        .await;
+        assert!(available, "b did not come back: {}", endpoint(&gw, 1).await);
+        load.set_phase(BACK);
+        let now = load.answered();
+        assert!(load.wait_answered(now + 100, PROGRESS_DEADLINE).await);
+        let tally = load.finish().await;
+
+        let phase = |p: usize| tally.only(move |r| r.phase == p);
+        let served_by_b = |t: &Tally| {
+            t.records
+                .iter()
+                .filter(|r| r.is_success() && r.instance.as_deref() == Some("b"))
+                .count()
+        };
+        report("503 then well, all", &tally);
+        report("  b failing", &phase(FAILING));
+        report("  b well, still ejected", &phase(RECOVERED));
+        report("  b back", &phase(BACK));
+        println!(
+            "  b answered 503 {failed_answers} times (GETs sent again to a); b served {} after coming back",
+            served_by_b(&phase(BACK))
+        );
+
+        assert_none_lost(&tally);
+        let unexpected = tally.unexpected(&[(503, "UpstreamError")]);
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+        let gets = tally.only(|r| r.label == "GET");
+        assert_eq!(
+            gets.successes(),
+            gets.sent(),
+            "every GET succeeded: {}",
+            gets.summary()
+        );
+        assert_eq!(
+            served_by_b(&phase(FAILING)),
+            0,
+            "while failing, a answered everything"
+        );
+        // A POST that reached the failing manager gets its answer, in the schema, and is
+        // never sent again: b saw exactly the POSTs whose answers came from it.
+        let posts = tally.only(|r| r.label == "POST");
+        let refused_posts = posts.only(|r| !r.is_success());
+        assert!(
+            refused_posts.records.iter().all(|r| r.phase == FAILING
+                && matches!(&r.outcome, Outcome::Typed { status: 503, code, details }
+                    if code == "UpstreamError" && details["upstream_status"] == 503)),
+            "{:?}",
+            refused_posts.records
+        );
+        let posts_at_b = b
+            .requests()
+            .iter()
+            .filter(|r| r.method == Method::POST)
+            .count();
+        assert_eq!(
+            posts_at_b,
+            refused_posts.sent() + served_by_b(&posts),
+            "each POST that reached b was answered by b, once"
+        );
+        assert!(failed_answers >= 6, "b was tried after each ejection");
+        assert!(served_by_b(&phase(BACK)) > 0, "b is back in rotation");
     })
     .await;
 }
