@@ -15,6 +15,8 @@
 //!   on the other replica, and a POST that reached it gets its 503 (in the schema) once.
 //!   The issue's 30 s of failure and 10 s ejections are scaled down to about a second and
 //!   500 ms doubling to 2 s.
+//! - Redis killed and restarted under load (`on_error = "local"`): every answer 2xx or 429,
+//!   and once Redis is back two gateway processes share one quota again.
 //!
 //! Each test prints its counts (`cargo test --test faults -- --nocapture`). Nothing sleeps to
 //! wait for time: the tests wait for counts and states, polling with deadlines.
@@ -647,6 +649,160 @@ async fn a_manager_answering_503_is_ejected_then_back_while_gets_keep_succeeding
         );
         assert!(failed_answers >= 6, "b was tried after each ejection");
         assert!(served_by_b(&phase(BACK)) > 0, "b is back in rotation");
+    })
+    .await;
+}
+
+// ---------------------------------------------------- Redis killed and restarted under load
+
+/// Phases of the Redis test.
+const SHARED: usize = 0;
+const REDIS_DOWN: usize = 1;
+const REDIS_RESTARTED: usize = 2;
+const SHARED_AGAIN: usize = 3;
+
+/// Burst of the per-IP limit (at 1/h, nothing refills during a test).
+const BURST: u64 = 5;
+
+/// `r` of a `RateLimit` header (`"client_ip";r=4;t=3600`).
+fn remaining(reply: &Reply) -> Option<u64> {
+    reply
+        .header("ratelimit")?
+        .split(';')
+        .find_map(|part| part.strip_prefix("r="))?
+        .parse()
+        .ok()
+}
+
+/// Spends one request of a fresh client IP at `a`, then one at `b`: what each has left.
+/// Shared through Redis: `(BURST - 1, BURST - 2)`; decided apart: `(BURST - 1, BURST - 1)`.
+async fn probe(a: &str, b: &str, ip: &str) -> (Option<u64>, Option<u64>) {
+    let spend = |url: String| async move {
+        let reply = send(
+            "GET",
+            &format!("{url}/v0/pipelines"),
+            &[("x-forwarded-for", ip)],
+            b"",
+        )
+        .await;
+        remaining(&reply)
+    };
+    let first = spend(a.to_owned()).await;
+    (first, spend(b.to_owned()).await)
+}
+
+/// A client IP used by nothing else (10.250.x.y).
+fn fresh_ip() -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    format!("10.250.{}.{}", n / 256, n % 256)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_loses_nothing_and_the_quota_is_shared_again() {
+    const CLIENTS: usize = 16;
+    const STEP: usize = 150;
+    bounded(async {
+        let redis = RedisServer::start();
+        let port = redis.port;
+        let upstream = format!("http://{}", echo_upstream().await);
+        // Per client IP (taken from X-Forwarded-For, the test being the trusted proxy).
+        let extra = format!(
+            r#"
+[rate_limit]
+client_ip = {{ rate = "1/h", burst = {BURST} }}
+trusted_proxies = ["127.0.0.1/32"]
+[rate_limit.redis]
+url = "{}"
+timeout = "500ms"
+on_error = "local"
+"#,
+            redis.url()
+        );
+        let (ga, gb) = (
+            GatewayProcess::start(&config_for(&upstream, &extra)),
+            GatewayProcess::start(&config_for(&upstream, &extra)),
+        );
+        let (a, b) = (ga.url(), gb.url());
+        let shared = (Some(BURST - 1), Some(BURST - 2));
+        let apart = (Some(BURST - 1), Some(BURST - 1));
+        let now_sees = async |expected: (Option<u64>, Option<u64>)| {
+            eventually(CHANGE_DEADLINE, async || {
+                probe(&a, &b, &fresh_ip()).await == expected
+            })
+            .await
+        };
+        assert!(now_sees(shared).await, "not shared at start");
+
+        // Each client IP makes ten requests, five at each gateway: shared, five pass.
+        let (la, lb) = (a.clone(), b.clone());
+        let load = Load::start(CLIENTS, None, move |i| {
+            let gateway = if i % 2 == 0 { &la } else { &lb };
+            let ip = i / 10;
+            Call::new("GET", Method::GET, format!("{gateway}/v0/pipelines"))
+                .header("x-forwarded-for", format!("10.1.{}.{}", ip / 256, ip % 256))
+        });
+        assert!(load.wait_answered(STEP, PROGRESS_DEADLINE).await);
+
+        let mut redis = redis;
+        tokio::task::spawn_blocking(move || redis.kill())
+            .await
+            .expect("kill redis-server");
+        load.set_phase(REDIS_DOWN);
+        assert!(
+            now_sees(apart).await,
+            "the gateways did not fall back to their own budgets"
+        );
+        let now = load.answered();
+        assert!(load.wait_answered(now + STEP, PROGRESS_DEADLINE).await);
+
+        let restarted = tokio::task::spawn_blocking(move || RedisServer::start_on(port))
+            .await
+            .expect("restart redis-server")
+            .expect("redis-server starts again on its port");
+        load.set_phase(REDIS_RESTARTED);
+        assert!(
+            now_sees(shared).await,
+            "the gateways did not go back to Redis"
+        );
+        load.set_phase(SHARED_AGAIN);
+        let now = load.answered();
+        assert!(load.wait_answered(now + STEP, PROGRESS_DEADLINE).await);
+        let tally = load.finish().await;
+
+        let phase = |p: usize| tally.only(move |r| r.phase == p);
+        report("redis killed and restarted, all", &tally);
+        report("  redis up", &phase(SHARED));
+        report("  redis killed", &phase(REDIS_DOWN));
+        report("  redis restarted", &phase(REDIS_RESTARTED));
+        report("  shared again", &phase(SHARED_AGAIN));
+        assert_none_lost(&tally);
+        let unexpected = tally.unexpected(&[(429, "RateLimitExceeded")]);
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+        for refused in tally.only(|r| !r.is_success()).records {
+            let Outcome::Typed { details, .. } = &refused.outcome else {
+                unreachable!()
+            };
+            assert_eq!(details["policy"], "client_ip", "{details}");
+            assert_eq!(details["limit"], BURST, "{details}");
+            assert!(refused.retry_after.is_some(), "{refused:?}");
+        }
+
+        // Two gateways, one quota: twenty requests of a fresh IP at once, ten at each,
+        // admit exactly the burst.
+        let (ip, fa, fb) = (fresh_ip(), a.clone(), b.clone());
+        let quota = Load::start(20, Some(20), move |i| {
+            let gateway = if i % 2 == 0 { &fa } else { &fb };
+            Call::new("GET", Method::GET, format!("{gateway}/v0/pipelines"))
+                .header("x-forwarded-for", ip.clone())
+        })
+        .finish()
+        .await;
+        report("  one quota after the restart", &quota);
+        assert_none_lost(&quota);
+        assert_eq!(quota.successes(), BURST as usize, "{}", quota.summary());
+        assert_eq!(quota.typed(429, "RateLimitExceeded"), 20 - BURST as usize);
+        drop(restarted);
     })
     .await;
 }
