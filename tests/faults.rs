@@ -17,6 +17,8 @@
 //!   500 ms doubling to 2 s.
 //! - Redis killed and restarted under load (`on_error = "local"`): every answer 2xx or 429,
 //!   and once Redis is back two gateway processes share one quota again.
+//! - The JWKS server down at start, then up: JWTs get 503 and `/readyz` is 503 while API keys
+//!   work; once the keys load, `/readyz` is 200 and the same JWT passes.
 //!
 //! Each test prints its counts (`cargo test --test faults -- --nocapture`). Nothing sleeps to
 //! wait for time: the tests wait for counts and states, polling with deadlines.
@@ -27,14 +29,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use feldera_standin::Fault;
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use pipeline_gateway::Gateway;
@@ -44,6 +47,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use support::keys::{jwks, TestKey};
 use support::load::{self, Call, Load, Outcome, Tally};
 use support::*;
 
@@ -803,6 +807,162 @@ on_error = "local"
         assert_eq!(quota.successes(), BURST as usize, "{}", quota.summary());
         assert_eq!(quota.typed(429, "RateLimitExceeded"), 20 - BURST as usize);
         drop(restarted);
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ the JWKS server down, then up
+
+/// Phases of the JWKS test.
+const JWKS_DOWN: usize = 0;
+const JWKS_UP: usize = 1;
+const READY: usize = 2;
+
+const ISSUER: &str = "https://idp.example.com/";
+
+/// A JWKS server serving `key` that answers 503 while `up` is false; counts its requests.
+async fn jwks_server(key: &TestKey, up: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> String {
+    let document = jwks(&[key]).to_string();
+    let addr = serve(Arc::new(move |_request: Request<Incoming>| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = if up.load(Ordering::SeqCst) {
+            (200, document.clone())
+        } else {
+            (503, String::new())
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    }))
+    .await;
+    format!("http://{addr}/jwks.json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_down_at_start_then_up_jwts_get_503_until_ready_while_api_keys_work() {
+    const CLIENTS: usize = 8;
+    bounded(async {
+        let key = TestKey::es256("k1");
+        let (up, hits) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let jwks_url = jwks_server(&key, up.clone(), hits.clone()).await;
+        let manager = standin("a").await;
+        let api_key = format!("apikey:{}", "k".repeat(128));
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = key.token(&json!({
+            "iss": ISSUER, "sub": "alice", "aud": "feldera-api",
+            "iat": now, "exp": now + 600, "feldera_role": "write",
+        }));
+        let gw = gateway(&format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+[[upstreams]]
+name = "primary"
+endpoints = ["{}"]
+[[routes]]
+pipelines = ["*"]
+upstream = "primary"
+default = true
+[auth]
+[[auth.api_keys]]
+name = "ci"
+sha256 = "{}"
+role = "write"
+[[auth.jwt]]
+issuer = "{ISSUER}"
+audiences = ["feldera-api"]
+algorithms = ["ES256"]
+jwks_url = "{jwks_url}"
+jwks_refresh = "2s"
+role_claim = "feldera_role"
+"#,
+            manager.url(),
+            pipeline_gateway::auth::apikey::hash(&api_key),
+        ))
+        .await;
+        let readyz = format!("http://{}/readyz", gw.admin_addr().unwrap());
+        let not_ready = get(&readyz).await;
+        assert_eq!(not_ready.status, 503, "{}", not_ready.text());
+        assert!(
+            not_ready.text().contains("no key set loaded yet"),
+            "{}",
+            not_ready.text()
+        );
+
+        // Half the clients' requests carry the JWT, half the API key.
+        let url = format!("{}/v0/pipelines/orders", gw.url());
+        let (jwt, apikey) = (format!("Bearer {token}"), format!("Bearer {api_key}"));
+        let load = Load::start(CLIENTS, None, move |i| {
+            let (label, credential) = if i % 2 == 0 {
+                ("jwt", &jwt)
+            } else {
+                ("apikey", &apikey)
+            };
+            Call::new(label, Method::GET, url.clone()).header("authorization", credential.clone())
+        });
+        assert!(load.wait_answered(100, PROGRESS_DEADLINE).await);
+        assert_eq!(get(&readyz).await.status, 503, "still not ready");
+        let hits_while_down = hits.load(Ordering::SeqCst);
+
+        // The identity provider comes back: within the deadline the gateway is ready.
+        up.store(true, Ordering::SeqCst);
+        load.set_phase(JWKS_UP);
+        let ready = eventually(CHANGE_DEADLINE, async || get(&readyz).await.status == 200).await;
+        assert!(
+            ready,
+            "/readyz not 200 within {CHANGE_DEADLINE:?} of the JWKS server coming up"
+        );
+        load.set_phase(READY);
+        let now = load.answered();
+        assert!(load.wait_answered(now + 100, PROGRESS_DEADLINE).await);
+        let tally = load.finish().await;
+
+        let part =
+            |p: usize, label: &'static str| tally.only(move |r| r.phase == p && r.label == label);
+        report("JWKS down then up, all", &tally);
+        for (name, p) in [
+            ("down", JWKS_DOWN),
+            ("up, not yet loaded", JWKS_UP),
+            ("ready", READY),
+        ] {
+            report(&format!("  {name}, JWT"), &part(p, "jwt"));
+            report(&format!("  {name}, API key"), &part(p, "apikey"));
+        }
+        println!("  JWKS server hits while down: {hits_while_down}");
+
+        assert_none_lost(&tally);
+        let unexpected = tally.unexpected(&[(503, "AuthenticationUnavailable")]);
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+        // While no key set is loaded, every JWT is 503 (not the client's fault, so not 401),
+        // and API keys are not affected.
+        let down = part(JWKS_DOWN, "jwt");
+        assert!(down.sent() > 0);
+        assert_eq!(down.typed(503, "AuthenticationUnavailable"), down.sent());
+        for refused in tally.only(|r| !r.is_success()).records {
+            assert_eq!(refused.label, "jwt", "{refused:?}");
+            assert_ne!(refused.phase, READY, "{refused:?}");
+            assert_eq!(refused.retry_after.as_deref(), Some("5"));
+            let Outcome::Typed { details, .. } = &refused.outcome else {
+                unreachable!()
+            };
+            assert_eq!(details, &json!({"reason": "keys_not_loaded"}));
+        }
+        let api_keys = tally.only(|r| r.label == "apikey");
+        assert_eq!(api_keys.successes(), api_keys.sent());
+        // Once ready, the same JWT passes.
+        let after = part(READY, "jwt");
+        assert!(after.sent() > 0);
+        assert_eq!(after.successes(), after.sent(), "{}", after.summary());
     })
     .await;
 }
