@@ -7,7 +7,8 @@
 //!
 //! - A manager killed (SIGKILL) mid-load: only requests in flight on it fail (uploads that
 //!   had not ended, POSTs it had not answered), each with a typed 502; everything else is
-//!   answered by the other replica (GETs sent again); it is then ejected.
+//!   answered by the other replica (GETs sent again); its egress stream is cut so that the
+//!   client sees it; it is then ejected.
 //! - A manager that accepts connections but never answers: 504 after `request_timeout`
 //!   until active health checks take it out; then every request succeeds.
 //! - A manager that answers 503 (not one of its typed errors) for a while, then recovers:
@@ -193,6 +194,76 @@ impl SlowUpload {
     }
 }
 
+/// An endless egress stream (`POST …/egress/{view}`) through the gateway.
+struct EgressStream {
+    /// The replica serving it.
+    instance: String,
+    body: Incoming,
+}
+
+/// How a stream ended.
+#[derive(Debug)]
+enum StreamEnd {
+    /// With an error its client sees.
+    Error(String),
+    /// As if the answer were complete.
+    Clean,
+    /// Not within the deadline.
+    Stuck,
+}
+
+impl EgressStream {
+    async fn open(url: &str) -> EgressStream {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let request = Request::post(url)
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let response = client.request(request).await.expect("the stream opens");
+        assert_eq!(response.status(), 200);
+        let instance = response.headers()["x-standin-instance"]
+            .to_str()
+            .expect("instance")
+            .to_owned();
+        EgressStream {
+            instance,
+            body: response.into_body(),
+        }
+    }
+
+    /// Reads another 64 KiB; whether they came within the deadline.
+    async fn flows(&mut self) -> bool {
+        let reading = async {
+            let mut read = 0;
+            while read < 64 * 1024 {
+                match self.body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                    Some(Err(_)) | None => return false,
+                }
+            }
+            true
+        };
+        tokio::time::timeout(CHANGE_DEADLINE, reading)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Reads to the end (what sat in socket buffers first), at most for the deadline.
+    async fn end(&mut self) -> StreamEnd {
+        let reading = async {
+            loop {
+                match self.body.frame().await {
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return StreamEnd::Error(load::describe(&error)),
+                    None => return StreamEnd::Clean,
+                }
+            }
+        };
+        tokio::time::timeout(CHANGE_DEADLINE, reading)
+            .await
+            .unwrap_or(StreamEnd::Stuck)
+    }
+}
+
 /// Phases of the kill test.
 const BEFORE_KILL: usize = 0;
 const AFTER_KILL: usize = 1;
@@ -225,6 +296,14 @@ async fn a_manager_killed_mid_load_fails_only_its_in_flight_requests_with_a_type
         })
         .await;
         assert!(connected, "the uploads did not reach both replicas");
+        // And an endless egress stream on each replica.
+        let mut streams = Vec::new();
+        for _ in 0..2 {
+            streams.push(EgressStream::open(&format!("{base}/v0/pipelines/live/egress/v")).await);
+        }
+        let mut on = [streams[0].instance.as_str(), streams[1].instance.as_str()];
+        on.sort_unstable();
+        assert_eq!(on, ["a", "b"], "one stream on each replica");
         // And a load of short requests: three idempotent GETs for every POST (`resume` of a
         // running pipeline: 202, each time).
         let load = Load::start(CLIENTS, Some(REQUESTS), move |i| {
@@ -258,6 +337,18 @@ async fn a_manager_killed_mid_load_fails_only_its_in_flight_requests_with_a_type
         for mut upload in uploads {
             upload.finish().await;
             upload_outcomes.push(upload.answer.await.expect("the upload's client"));
+        }
+        // The stream on `b` is cut so that its client sees it (never a clean end, which
+        // would look like a finished answer); the one on `a` flows on.
+        for stream in &mut streams {
+            if stream.instance == "a" {
+                assert!(stream.flows().await, "the stream on a was cut");
+            } else {
+                match stream.end().await {
+                    StreamEnd::Error(error) => println!("  egress stream on b cut: {error}"),
+                    other => panic!("the stream on b: {other:?}"),
+                }
+            }
         }
         let tally = load.finish().await;
 
