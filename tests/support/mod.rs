@@ -1,7 +1,9 @@
-//! What the black-box tests share: the stand-in manager and one small test upstream (an echo)
-//! to put behind a gateway, gateways in this process or as child processes, a real `redis-server`, clients
-//! that read whole replies and check the gateway's error schema, content codings, test signing
-//! keys, and the external programs (`fda`, Chromium) some tests drive.
+//! What the black-box tests share: the stand-in manager (in this process, or as a child
+//! process a test can kill) and one small test upstream (an echo) to put behind a gateway,
+//! gateways in this process or as child processes, a real `redis-server`, clients that read
+//! whole replies and check the gateway's error schema, load that tallies every answer (for
+//! the fault tests), content codings, test signing keys, and the external programs (`fda`,
+//! Chromium) some tests drive.
 //!
 //! Every test crate includes this module whole, as `pub mod support;` (`#[path]` from a
 //! nested crate): each crate uses a different part of it, and a `pub` module at the crate root
@@ -16,9 +18,11 @@ mod client;
 mod coding;
 mod gateway;
 pub mod keys;
+pub mod load;
 mod process;
 mod redis_server;
 mod standin;
+mod standin_process;
 pub mod tools;
 mod upstream;
 
@@ -30,6 +34,7 @@ pub use self::gateway::{config_for, gateway, metric, pair};
 pub use self::process::GatewayProcess;
 pub use self::redis_server::RedisServer;
 pub use self::standin::{seeded, standin, standin_with};
+pub use self::standin_process::StandinProcess;
 pub use self::upstream::{closed_port, echo_upstream, serve};
 
 /// Polls `condition` until it holds or `deadline` passes; whether it held.
