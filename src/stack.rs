@@ -30,7 +30,7 @@ use crate::console::ConsoleLayer;
 use crate::cors::CorsLayer;
 use crate::errors::GatewayError;
 use crate::limits::{BodyLimit, HeaderLimits};
-use crate::proxy::{Forward, PipelineQuotaLayer, TimeoutLayer};
+use crate::proxy::{Forward, PipelineQuotaLayer};
 use crate::ratelimit::RateLimitLayer;
 use crate::routing::{Classify, SelectUpstream};
 use crate::runtime::Runtime;
@@ -118,8 +118,8 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
         // (fair shares); it holds a slot until the response body ends, so it sits around the
         // forwarding, and a refused request costs the manager nothing.
         .layer(PipelineQuotaLayer::new(runtime.upstreams.clone()))
-        // Timeout just around forwarding: it covers only the upstream's time to answer.
-        .layer(TimeoutLayer::new(runtime.upstreams.clone()))
+        // Forwarding keeps its own deadline (`proxy::timeout`): only it knows which endpoint
+        // had the request when the time ran out, and that endpoint is blamed for it.
         .service(Forward::new(runtime.upstreams.clone()));
     Snapshot {
         service: BoxCloneSyncService::new(service),

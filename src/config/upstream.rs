@@ -26,6 +26,7 @@
 //! budget_percent = 20          # retries are at most this share of requests over 10 s …
 //! min_per_second = 3           # … but always at least this many per second
 //! buffer_bytes = 65536         # a request body up to this size is kept to be sent again
+//! try_timeout = "5s"           # optional: one endpoint's time for one try of such a request
 //! ```
 
 use std::time::Duration;
@@ -99,6 +100,16 @@ pub struct RetryConfig {
     /// Largest request body kept so that an idempotent request can be sent again.
     #[serde(default = "defaults::buffer_bytes")]
     pub buffer_bytes: usize,
+    /// Time one endpoint gets to answer one try of a request that may be sent again; past
+    /// it the try counts as the endpoint's failure and the request goes to another endpoint
+    /// (within the budget and the request's own timeout). `None`: a try gets the request's
+    /// whole timeout.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub try_timeout: Option<Duration>,
 }
 
 impl Default for RetryConfig {
@@ -107,6 +118,7 @@ impl Default for RetryConfig {
             budget_percent: defaults::twenty(),
             min_per_second: defaults::three(),
             buffer_bytes: defaults::buffer_bytes(),
+            try_timeout: None,
         }
     }
 }
@@ -215,6 +227,9 @@ impl RetryConfig {
         }
         if self.buffer_bytes > 16 * 1024 * 1024 {
             problems.push(format!("{at}.buffer_bytes"), "must be at most 16 MiB");
+        }
+        if self.try_timeout.is_some_and(|t| t.is_zero()) {
+            problems.push(format!("{at}.try_timeout"), "must be more than zero");
         }
     }
 }

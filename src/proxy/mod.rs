@@ -25,7 +25,8 @@
 //! response → 502; request body over the limit → 413; the client's body failing → 400
 //! `InvalidRequestBody`. A 502/503/504 from the endpoint itself (not one of the manager's
 //! typed errors) counts towards its ejection and, for an idempotent request whose body is
-//! kept and without `Retry-After`, is retried on another endpoint.
+//! kept and without `Retry-After`, is retried on another endpoint. Deadlines, and which
+//! endpoint a timeout is blamed on, are [`timeout`]'s.
 
 pub mod body;
 pub mod decode;
@@ -54,13 +55,13 @@ use hyper::client::conn::http1::SendRequest;
 use self::endpoint::Observation;
 use self::pool::{Checkout, ConnectionPool, PoolError, Returning};
 use self::retry::Replay;
+use self::timeout::{Deadline, Waiting};
 use crate::body::{self as stack_body, ClientBodyError, Request, Response, ResponseFuture};
 use crate::catalog::EndpointClass;
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
 
 pub use self::quota::PipelineQuotaLayer;
-pub use self::timeout::TimeoutLayer;
 pub use self::upstream::Upstream;
 
 /// The upstreams of one runtime snapshot, in the order of `config.upstreams` (the index the
@@ -98,7 +99,7 @@ impl Service<Request> for Forward {
     }
 }
 
-async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response, GatewayError> {
+async fn forward(upstreams: Upstreams, request: Request) -> Result<Response, GatewayError> {
     let context = RequestContext::of(&request)?.clone();
     let route = context.route()?;
     let upstream = upstreams
@@ -106,6 +107,35 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
         .cloned()
         .ok_or_else(|| GatewayError::internal(format!("no upstream #{}", route.upstream)))?;
     let catalogued = context.classified()?.endpoint;
+    let deadline = Deadline::start(
+        catalogued.class,
+        upstream.request_timeout,
+        upstream.name.clone(),
+        context.progress().cloned(),
+    );
+    let waiting = Waiting::new();
+    let blame = |index| upstream.observe(index, Observation::ServerError, "timed out");
+    let tries = send(
+        &upstream,
+        &context,
+        catalogued,
+        request,
+        deadline.as_ref(),
+        &waiting,
+    );
+    Deadline::run(deadline.as_ref(), &waiting, tries, blame).await
+}
+
+/// Sends `request` to an endpoint of `upstream`, and to another one when that is safe (see
+/// the module docs), until an answer's headers are in.
+async fn send(
+    upstream: &Arc<Upstream>,
+    context: &RequestContext,
+    catalogued: &'static crate::catalog::Endpoint,
+    mut request: Request,
+    deadline: Option<&Deadline>,
+    waiting: &Waiting,
+) -> Result<Response, GatewayError> {
     // Upgrades only where the manager serves a WebSocket, and only to one: anywhere else the
     // `Upgrade` header is stripped (a server may ignore it, RFC 9110 §7.8), so no tunnel can
     // carry requests past the stack's checks.
@@ -116,9 +146,9 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
     let (mut parts, body) = request.into_parts();
     headers::rewrite_request(
         &mut parts.headers,
-        &upstream,
+        upstream,
         headers::Forwarded {
-            client_ip: client_ip_header(&context),
+            client_ip: client_ip_header(context),
             client: context.client_ip(),
             scheme: context.connection().scheme,
             authority: parts.uri.authority().cloned(),
@@ -190,7 +220,7 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
                         .with_internal(error_chain(&error));
                     // Nothing was sent: another endpoint may have it, within the budget.
                     tried |= bit(index);
-                    if has_untried(&upstream, tried)
+                    if has_untried(upstream, tried)
                         && upstream.retries.try_retry(upstream.instant())
                     {
                         last = Some(failed);
@@ -204,7 +234,38 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
             }
         };
         let pool = endpoint.pool.clone();
-        let response = match sender.try_send_request(request).await {
+        waiting.set(index);
+        let sent = sender.try_send_request(request);
+        // Only a try that can be repeated has a limit of its own.
+        let try_timeout = template.as_ref().and(upstream.try_timeout);
+        let sent = match Deadline::try_ends(deadline, try_timeout) {
+            None => sent.await,
+            Some(ends) => match tokio::time::timeout_at(ends, sent).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    // This try is over (its request and connection dropped); the endpoint
+                    // had the whole request, since only a kept body is tried with a limit.
+                    waiting.clear();
+                    upstream.observe(index, Observation::ServerError, "timed out");
+                    tried |= bit(index);
+                    let limit = upstream.try_timeout.unwrap_or(upstream.request_timeout);
+                    let failed = GatewayError::upstream_timeout(&upstream.name, limit);
+                    match &template {
+                        Some(template)
+                            if has_untried(upstream, tried)
+                                && upstream.retries.try_retry(upstream.instant()) =>
+                        {
+                            request = rebuild(template);
+                            last = Some(failed);
+                            continue;
+                        }
+                        _ => return Err(failed),
+                    }
+                }
+            },
+        };
+        waiting.clear();
+        let response = match sent {
             Ok(response) => response,
             Err(mut error) => {
                 if let Some(unsent) = error.take_message() {
@@ -215,7 +276,7 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
                     }
                 }
                 let hyper_error = error.into_error();
-                let failed = map_send_error(&upstream, &hyper_error);
+                let failed = map_send_error(upstream, &hyper_error);
                 if failed.status() == StatusCode::BAD_GATEWAY {
                     upstream.observe(index, Observation::ServerError, "no answer");
                 }
@@ -223,7 +284,7 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
                 match (&template, replay) {
                     (Some(template), Replay::OnServerError)
                         if failed.status() == StatusCode::BAD_GATEWAY
-                            && has_untried(&upstream, tried)
+                            && has_untried(upstream, tried)
                             && upstream.retries.try_retry(upstream.instant()) =>
                     {
                         request = rebuild(template);
@@ -278,7 +339,7 @@ async fn forward(upstreams: Upstreams, mut request: Request) -> Result<Response,
             if let (Some(template), Replay::OnServerError, false) =
                 (&template, replay, asked_to_wait)
             {
-                if has_untried(&upstream, tried) && upstream.retries.try_retry(upstream.instant()) {
+                if has_untried(upstream, tried) && upstream.retries.try_retry(upstream.instant()) {
                     request = rebuild(template);
                     continue;
                 }

@@ -108,8 +108,12 @@ impl ConnectionPool {
         self.limits.max_connections - self.permits.available_permits()
     }
 
+    /// Idle connections still open (a closed one waits for the next prune, uncounted).
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|idle| idle.len()).unwrap_or(0)
+        self.idle
+            .lock()
+            .map(|idle| idle.iter().filter(|e| !e.sender.is_closed()).count())
+            .unwrap_or(0)
     }
 
     /// Requests waiting for a connection now.

@@ -75,6 +75,9 @@ pub struct Upstream {
     pub retries: RetryBudget,
     /// Largest request body kept so that an idempotent request can be sent again.
     pub retry_buffer: usize,
+    /// One endpoint's time for one try of a request that may be sent again (`None`: the
+    /// request's whole timeout).
+    pub try_timeout: Option<Duration>,
     /// Requests open at once per pipeline (0: no quota), and a principal's floor.
     pub pipeline_concurrency: usize,
     pub per_principal_min: usize,
@@ -154,6 +157,7 @@ impl Upstream {
             endpoints,
             retries: RetryBudget::new(config.retry.budget_percent, config.retry.min_per_second),
             retry_buffer: config.retry.buffer_bytes,
+            try_timeout: config.retry.try_timeout,
             pipeline_concurrency: config.pipeline_concurrency,
             per_principal_min: config.per_principal_min,
             quota: Arc::default(),

@@ -23,7 +23,7 @@ listen = "127.0.0.1:0"
 name = "primary"
 endpoints = [{}]
 connect_timeout = "1s"
-request_timeout = "5s"
+{timeout}
 {upstream_extra}
 [[routes]]
 pipelines = ["*"]
@@ -32,7 +32,12 @@ default = true
 [auth]
 mode = "off"
 "#,
-        list.join(", ")
+        list.join(", "),
+        timeout = if upstream_extra.contains("request_timeout") {
+            ""
+        } else {
+            "request_timeout = \"5s\""
+        },
     ))
     .await
 }
@@ -144,6 +149,55 @@ async fn the_endpoints_own_5xx_eject_it_and_idempotent_requests_are_retried() {
         "b saw at most the two requests that ejected it: {}",
         b.requests().len()
     );
+}
+
+#[tokio::test]
+async fn a_manager_that_never_answers_is_ejected_by_its_timeouts() {
+    let (a, b) = (standin("a").await, standin("b").await);
+    b.set_fault("/v0/", Fault::Delay(Duration::from_secs(600)));
+    let gw = gateway_over(
+        &[a.url(), b.url()],
+        "request_timeout = \"300ms\"\n\
+         [upstreams.outlier]\nconsecutive_5xx = 2\nbase_ejection = \"1m\"",
+    )
+    .await;
+    let mut timeouts = 0;
+    for _ in 0..10 {
+        let reply = get(&format!("{}/v0/pipelines/orders", gw.url())).await;
+        if reply.status == 504 {
+            let details = reply.error(504, "UpstreamTimeout");
+            assert_eq!(details, json!({"upstream": "primary", "timeout_s": 0.3}));
+            timeouts += 1;
+        } else {
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(reply.header("x-standin-instance"), Some("a"));
+        }
+    }
+    // Round robin gave `b` every other request until its second timeout ejected it.
+    assert_eq!(timeouts, 2);
+    let status = upstreams(&gw).await;
+    assert_eq!(status["endpoints"][1]["available"], false, "{status}");
+    assert_eq!(status["endpoints"][1]["last_error"]["reason"], "timed out");
+}
+
+#[tokio::test]
+async fn past_try_timeout_an_idempotent_request_goes_to_another_endpoint() {
+    let (a, b) = (standin("a").await, standin("b").await);
+    b.set_fault("/v0/", Fault::Delay(Duration::from_secs(600)));
+    let gw = gateway_over(
+        &[a.url(), b.url()],
+        "[upstreams.outlier]\nconsecutive_5xx = 2\nbase_ejection = \"1m\"\n\
+         [upstreams.retry]\ntry_timeout = \"100ms\"",
+    )
+    .await;
+    // No client sees the hung endpoint: each try it gets is cut short and sent to `a`.
+    for _ in 0..6 {
+        assert_eq!(instance(&gw, "/v0/pipelines/orders").await, "a");
+    }
+    let status = upstreams(&gw).await;
+    assert_eq!(status["endpoints"][1]["available"], false, "{status}");
+    assert_eq!(status["endpoints"][1]["last_error"]["reason"], "timed out");
+    assert_eq!(b.requests().len(), 2, "b had the two tries that ejected it");
 }
 
 #[tokio::test]
