@@ -44,10 +44,9 @@ fn redis(c: &mut Criterion) {
         .build()
         .unwrap();
     let config = RedisConfig {
-        url,
         timeout: Duration::from_secs(1),
-        on_error: Default::default(),
         key_prefix: "bench:".into(),
+        ..RedisConfig::single(url)
     };
     let store = runtime.block_on(async { RedisStore::connect(&config).unwrap() });
     let interval = Rate::parse("1000000/s").unwrap().interval();
