@@ -20,12 +20,15 @@
 //!   or a replica is promoted. A call may be retried inside the client (a redirect, a dropped
 //!   connection); a retry after a connection dropped mid-call can spend one extra unit of the
 //!   budget — erring towards refusing, never towards admitting more.
-//! - `sentinel`: not yet (the store refuses it).
+//! - `sentinel`: a connection to the master the Sentinels name ([`sentinel::SentinelMaster`]),
+//!   found again through the Sentinels after the connection fails (a failover).
 //!
 //! On every kind each decision waits at most `timeout` (connecting included); a timeout or
 //! any error is returned as [`StoreError`] and the caller applies `on_error`. `EVALSHA` is
 //! used, with a transparent `SCRIPT LOAD` after a Redis restart or on a node that has not
 //! seen the script yet (`NOSCRIPT`).
+
+pub mod sentinel;
 
 use std::time::Duration;
 
@@ -34,6 +37,7 @@ use redis::cluster::{ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, ErrorKind, RedisError, Script};
 
+use self::sentinel::SentinelMaster;
 use super::local::Decision;
 use crate::config::ratelimit::{RedisConfig, RedisTarget};
 
@@ -70,6 +74,8 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("Redis failed: {0}")]
     Redis(#[from] RedisError),
+    #[error("no Redis master: {0}")]
+    NoMaster(String),
     #[error("the rate-limit script returned an unexpected reply")]
     Reply,
 }
@@ -79,6 +85,7 @@ pub enum StoreError {
 enum Connection {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(SentinelMaster),
 }
 
 /// The shared store.
@@ -118,12 +125,10 @@ impl RedisStore {
                     .set_response_timeout(patience);
                 Connection::Cluster(client.get_pending_async_connection_with_config(cluster_config))
             }
-            Some(RedisTarget::Sentinel { .. }) => {
-                return Err(RedisError::from((
-                    ErrorKind::InvalidClientConfig,
-                    "sentinel is not supported yet",
-                )))
-            }
+            Some(RedisTarget::Sentinel {
+                sentinels,
+                master_name,
+            }) => Connection::Sentinel(SentinelMaster::new(sentinels, master_name, patience)?),
             None => {
                 return Err(RedisError::from((
                     ErrorKind::InvalidClientConfig,
@@ -165,6 +170,7 @@ impl RedisStore {
                     .await
                     .map_err(timed_out)??
             }
+            Connection::Sentinel(master) => master.invoke(&invocation, self.timeout).await?,
         };
         let &[allowed, remaining, retry_after_us, reset_us] = reply.as_slice() else {
             return Err(StoreError::Reply);
