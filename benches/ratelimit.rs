@@ -32,9 +32,10 @@ fn local(c: &mut Criterion) {
     });
 }
 
-// The same redis-server helper the Redis tests use (a free port, killed on drop).
+// The same redis-server helper the Redis tests use (a free port, killed on drop); `pub`, like
+// `tests/support`, because the bench uses only part of it.
 #[path = "../tests/support/redis_server.rs"]
-mod redis_server;
+pub mod redis_server;
 
 fn redis(c: &mut Criterion) {
     let server = redis_server::RedisServer::start();

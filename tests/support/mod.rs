@@ -1,7 +1,8 @@
 //! What the black-box tests share: the stand-in manager and one small test upstream (an echo)
-//! to put behind a gateway, gateways in this process or as child processes, a real `redis-server`, clients
-//! that read whole replies and check the gateway's error schema, content codings, test signing
-//! keys, and the external programs (`fda`, Chromium) some tests drive.
+//! to put behind a gateway, gateways in this process or as child processes, a real
+//! `redis-server` (alone, or as a cluster), clients that read whole
+//! replies and check the gateway's error schema, content codings, test signing keys, and the
+//! external programs (`fda`, Chromium) some tests drive.
 //!
 //! Every test crate includes this module whole, as `pub mod support;` (`#[path]` from a
 //! nested crate): each crate uses a different part of it, and a `pub` module at the crate root
@@ -17,6 +18,7 @@ mod coding;
 mod gateway;
 pub mod keys;
 mod process;
+mod redis_cluster;
 mod redis_server;
 mod standin;
 pub mod tools;
@@ -28,6 +30,7 @@ pub use self::client::{get, parse_raw, post, raw, send, Reply};
 pub use self::coding::{decode, encode};
 pub use self::gateway::{config_for, gateway, metric, pair};
 pub use self::process::GatewayProcess;
+pub use self::redis_cluster::RedisCluster;
 pub use self::redis_server::RedisServer;
 pub use self::standin::{seeded, standin, standin_with};
 pub use self::upstream::{closed_port, echo_upstream, serve};
