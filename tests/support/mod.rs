@@ -1,6 +1,6 @@
 //! What the black-box tests share: the stand-in manager and one small test upstream (an echo)
 //! to put behind a gateway, gateways in this process or as child processes, a real
-//! `redis-server` (alone, or as a cluster), clients that read whole
+//! `redis-server` (alone, as a cluster, or watched by Sentinels), clients that read whole
 //! replies and check the gateway's error schema, content codings, test signing keys, and the
 //! external programs (`fda`, Chromium) some tests drive.
 //!
@@ -19,6 +19,7 @@ mod gateway;
 pub mod keys;
 mod process;
 mod redis_cluster;
+pub mod redis_sentinel;
 mod redis_server;
 mod standin;
 pub mod tools;
@@ -31,6 +32,7 @@ pub use self::coding::{decode, encode};
 pub use self::gateway::{config_for, gateway, metric, pair};
 pub use self::process::GatewayProcess;
 pub use self::redis_cluster::RedisCluster;
+pub use self::redis_sentinel::RedisSentinels;
 pub use self::redis_server::RedisServer;
 pub use self::standin::{seeded, standin, standin_with};
 pub use self::upstream::{closed_port, echo_upstream, serve};

@@ -1,8 +1,8 @@
 //! A real `redis-server` child process on a free port, without persistence, killed on drop.
 //!
 //! `redis-server` missing is a failure, not a skip: CI must install it. Standalone (it uses
-//! nothing else of `support`), so `benches/ratelimit.rs` includes just this file. A cluster
-//! (`redis_cluster`) is made of these processes.
+//! nothing else of `support`), so `benches/ratelimit.rs` includes just this file. Clusters and
+//! Sentinels (`redis_cluster`, `redis_sentinel`) are made of these processes.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
