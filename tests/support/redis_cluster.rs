@@ -2,7 +2,7 @@
 //! (each with its own free cluster-bus port and `nodes-<port>.conf` in a temporary directory),
 //! joined by `redis-cli --cluster create … --cluster-replicas 0 --cluster-yes`, returned once
 //! every node says `cluster_state:ok`. Every node is killed on drop (each is a
-//! [`RedisServer`]).
+//! [`RedisServer`]). A node can be killed and restarted as itself ([`RedisCluster::restart`]).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +15,9 @@ const CLUSTER_OK_DEADLINE: Duration = Duration::from_secs(30);
 /// A running cluster of masters without replicas.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
-    _dir: tempfile::TempDir,
+    /// Each node's cluster-bus port, to restart it as itself.
+    buses: Vec<u16>,
+    dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
@@ -23,7 +25,7 @@ impl RedisCluster {
     /// them, the 16384 slots split evenly.
     pub fn start(masters: usize) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let nodes: Vec<RedisServer> = (0..masters)
+        let (nodes, buses): (Vec<RedisServer>, Vec<u16>) = (0..masters)
             .map(|_| {
                 (0..5)
                     .find_map(|_| {
@@ -31,27 +33,11 @@ impl RedisCluster {
                         let bus = std::iter::repeat_with(free_port)
                             .find(|bus| *bus != port)
                             .expect("a second free port");
-                        let config_file = format!("nodes-{port}.conf");
-                        RedisServer::launch(
-                            port,
-                            &[],
-                            &[
-                                "--cluster-enabled",
-                                "yes",
-                                "--cluster-port",
-                                &bus.to_string(),
-                                "--cluster-config-file",
-                                &config_file,
-                                "--cluster-node-timeout",
-                                "2000",
-                                "--dir",
-                                dir.path().to_str().expect("UTF-8 temporary path"),
-                            ],
-                        )
+                        Some((launch_node(&dir, port, bus)?, bus))
                     })
                     .expect("could not start a cluster node on a free port after 5 tries")
             })
-            .collect();
+            .unzip();
         let addresses: Vec<String> = nodes
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
@@ -69,16 +55,37 @@ impl RedisCluster {
             String::from_utf8_lossy(&created.stdout),
             String::from_utf8_lossy(&created.stderr)
         );
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster { nodes, buses, dir };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Restarts node `index` (killed before) as itself: same ports, same `nodes-<port>.conf`,
+    /// so it takes its slots back (empty: nothing is persisted). Returns once it answers
+    /// `PING`; the cluster takes a few seconds more to say `cluster_state:ok` again.
+    pub fn restart(&mut self, index: usize) {
+        let port = self.nodes[index].port;
+        self.nodes[index] = launch_node(&self.dir, port, self.buses[index])
+            .unwrap_or_else(|| panic!("could not restart the cluster node on port {port}"));
+    }
+
+    /// The index of the node that holds `key`.
+    pub fn node_holding(&self, key: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| {
+            node.query::<i64>(redis::cmd("EXISTS").arg(key))
+                .is_ok_and(|n| n == 1)
+        })
+    }
+
+    fn wait_until_ok(&self) {
         let deadline = Instant::now() + CLUSTER_OK_DEADLINE;
-        while !cluster.is_ok() {
+        while !self.is_ok() {
             assert!(
                 Instant::now() < deadline,
                 "the cluster was not ok within {CLUSTER_OK_DEADLINE:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        cluster
     }
 
     /// Whether every node says `cluster_state:ok`.
@@ -106,4 +113,25 @@ impl RedisCluster {
             .map(|node| node.query(&redis::cmd("DBSIZE")).expect("DBSIZE"))
             .collect()
     }
+}
+
+/// A cluster node on `port` (bus on `bus`) whose files live in `dir`; `None` when it does not
+/// start (a port taken meanwhile).
+fn launch_node(dir: &tempfile::TempDir, port: u16, bus: u16) -> Option<RedisServer> {
+    RedisServer::launch(
+        port,
+        &[],
+        &[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus.to_string(),
+            "--cluster-config-file",
+            &format!("nodes-{port}.conf"),
+            "--cluster-node-timeout",
+            "2000",
+            "--dir",
+            dir.path().to_str().expect("UTF-8 temporary path"),
+        ],
+    )
 }
