@@ -32,9 +32,10 @@ fn local(c: &mut Criterion) {
     });
 }
 
-// The same redis-server helper the Redis tests use (a free port, killed on drop).
+// The same redis-server helper the Redis tests use (a free port, killed on drop); `pub`, like
+// `tests/support`, because the bench uses only part of it.
 #[path = "../tests/support/redis_server.rs"]
-mod redis_server;
+pub mod redis_server;
 
 fn redis(c: &mut Criterion) {
     let server = redis_server::RedisServer::start();
@@ -44,10 +45,9 @@ fn redis(c: &mut Criterion) {
         .build()
         .unwrap();
     let config = RedisConfig {
-        url,
         timeout: Duration::from_secs(1),
-        on_error: Default::default(),
         key_prefix: "bench:".into(),
+        ..RedisConfig::single(url)
     };
     let store = runtime.block_on(async { RedisStore::connect(&config).unwrap() });
     let interval = Rate::parse("1000000/s").unwrap().interval();

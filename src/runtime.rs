@@ -186,7 +186,7 @@ impl Runtime {
             ) {
                 Ok(limits) => Some(Arc::new(limits)),
                 Err(error) => {
-                    problems.push("rate_limit.redis.url", error.to_string());
+                    problems.push("rate_limit.redis", error.to_string());
                     None
                 }
             },

@@ -499,9 +499,19 @@ impl Config {
                 }
             }
         }
-        if let Some(url) = value.pointer_mut("/rate_limit/redis/url") {
-            if let Some(text) = url.as_str() {
-                *url = redact_password(text).into();
+        // Every Redis address: the server's URL, a cluster's seeds, the Sentinels.
+        for key in ["url", "cluster", "sentinel"] {
+            let Some(found) = value.pointer_mut(&format!("/rate_limit/redis/{key}")) else {
+                continue;
+            };
+            let urls = match found {
+                serde_json::Value::Array(list) => list.iter_mut().collect(),
+                single => vec![single],
+            };
+            for url in urls {
+                if let Some(text) = url.as_str() {
+                    *url = redact_password(text).into();
+                }
             }
         }
         value
@@ -624,6 +634,18 @@ mod tests {
             text.contains("redis://gw:[redacted]@redis.internal:6379/0"),
             "{text}"
         );
+        // A cluster's seeds and the Sentinels are redacted alike.
+        for (kind, extra) in [("cluster", ""), ("sentinel", "master_name = \"m\"\n")] {
+            let config = Config::from_toml(&format!(
+                "[[upstreams]]\nname = \"m\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                 [[routes]]\nupstream = \"m\"\ndefault = true\n[rate_limit.redis]\n{extra}\
+                 {kind} = [\"redis://a:1\", \"redis://:s3cret@b:1\"]\n"
+            ))
+            .unwrap();
+            let text = config.redacted().to_string();
+            assert!(!text.contains("s3cret"), "{text}");
+            assert!(text.contains("\"redis://:[redacted]@b:1\""), "{text}");
+        }
         assert!(text.contains("\"name\":\"ci\""), "{text}");
         assert_eq!(config.hash().len(), 16);
         assert_eq!(config.hash(), config.clone().hash());

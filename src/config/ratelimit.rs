@@ -28,7 +28,10 @@
 //! burst = 200
 //!
 //! [rate_limit.redis]                           # share every limit between instances
-//! url = "redis://127.0.0.1:6379"
+//! url = "redis://127.0.0.1:6379"               # one server; or, instead of url:
+//! # cluster = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]   # Redis Cluster seeds
+//! # sentinel = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"] # Sentinels, and
+//! # master_name = "mymaster"                                        # the master they name
 //! timeout = "20ms"
 //! on_error = "local"
 //! ```
@@ -37,7 +40,9 @@
 //! `N` and must be at least 1. Policy names (given or derived: `principal`, `client_ip`,
 //! `rule-<i>`, `override-<i>`, `tenant-<i>`) must be unique, because they name the budgets in Redis and in
 //! the `RateLimit-Policy` header. Override principals must be verified ids (`key:<name>` or
-//! `jwt:<iss>#<sub>`), never `anonymous`.
+//! `jwt:<iss>#<sub>`), never `anonymous`. `[rate_limit.redis]` names exactly one of `url`,
+//! `cluster` or `sentinel` (`master_name` only, and always, with `sentinel`); every address is
+//! parsed here as the client will parse it, none is connected to.
 
 use std::time::Duration;
 
@@ -146,12 +151,26 @@ pub struct TenantLimitConfig {
     pub burst: Option<u32>,
 }
 
-/// `[rate_limit.redis]`.
+/// `[rate_limit.redis]`: where the shared budgets live — exactly one of `url` (one server),
+/// `cluster` (seed nodes of a Redis Cluster) or `sentinel` (with `master_name`: the master
+/// a set of Sentinels names). The kinds differ only in how a key reaches its server; the
+/// script, `timeout` and `on_error` are the same for all ([`RedisConfig::target`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]` or `rediss://…`.
-    pub url: String,
+    /// One server: `redis://host:port[/db]` (or `redis://user:password@…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, any reachable subset of the
+    /// nodes: the rest is discovered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Vec<String>>,
+    /// Redis Sentinels (`redis://host:26379`) that name the master `master_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<Vec<String>>,
+    /// The name the Sentinels monitor the master under (`sentinel monitor <name> …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_name: Option<String>,
     /// Longest wait for one decision before `on_error` applies.
     #[serde(default = "defaults::redis_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -160,6 +179,152 @@ pub struct RedisConfig {
     /// Prefix of every key the gateway writes.
     #[serde(default = "defaults::key_prefix")]
     pub key_prefix: String,
+}
+
+/// Which kind of Redis `[rate_limit.redis]` names, for a configuration that passed its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisTarget<'a> {
+    /// One server.
+    Single(&'a str),
+    /// A Redis Cluster, by its seed nodes.
+    Cluster(&'a [String]),
+    /// The master `master_name` of these Sentinels.
+    Sentinel {
+        sentinels: &'a [String],
+        master_name: &'a str,
+    },
+}
+
+impl RedisConfig {
+    /// The server(s) to use. `None` when not exactly one kind is given (a problem
+    /// [`RateLimitConfig::check`] reports).
+    pub fn target(&self) -> Option<RedisTarget<'_>> {
+        match (&self.url, &self.cluster, &self.sentinel) {
+            (Some(url), None, None) => Some(RedisTarget::Single(url)),
+            (None, Some(seeds), None) => Some(RedisTarget::Cluster(seeds)),
+            (None, None, Some(sentinels)) => Some(RedisTarget::Sentinel {
+                sentinels,
+                master_name: self.master_name.as_deref()?,
+            }),
+            _ => None,
+        }
+    }
+
+    /// A configuration for one server at `url`, with the defaults.
+    pub fn single(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: Some(url.into()),
+            cluster: None,
+            sentinel: None,
+            master_name: None,
+            timeout: defaults::redis_timeout(),
+            on_error: OnError::default(),
+            key_prefix: defaults::key_prefix(),
+        }
+    }
+
+    /// Adds every problem of `[rate_limit.redis]` to `problems`, each with its key path
+    /// under `at`. Parses every address (as the client will), connects to none.
+    fn check(&self, at: &str, problems: &mut Problems) {
+        let given: Vec<&str> = [
+            ("url", self.url.is_some()),
+            ("cluster", self.cluster.is_some()),
+            ("sentinel", self.sentinel.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, present)| present.then_some(key))
+        .collect();
+        match given.len() {
+            0 => problems.push(
+                at,
+                "one of url (one server), cluster (seed nodes) or sentinel (with master_name) \
+                 is required",
+            ),
+            1 => {}
+            _ => problems.push(
+                at,
+                format!(
+                    "{} exclude each other: give exactly one of url, cluster or sentinel",
+                    given.join(" and ")
+                ),
+            ),
+        }
+        if let Some(url) = &self.url {
+            if let Err(error) = redis::Client::open(url.as_str()) {
+                problems.push(
+                    format!("{at}.url"),
+                    format!("\"{url}\" is not a Redis URL: {error}"),
+                );
+            }
+        }
+        if let Some(seeds) = &self.cluster {
+            let parsed = check_addresses(&format!("{at}.cluster"), seeds, problems);
+            if seeds.is_empty() {
+                problems.push(
+                    format!("{at}.cluster"),
+                    "at least one seed node is required",
+                );
+            } else if parsed {
+                // What the cluster client refuses before connecting: UNIX sockets (a cluster
+                // announces TCP addresses), seeds with different credentials or databases.
+                if let Err(error) = redis::cluster::ClusterClient::new(seeds.clone()) {
+                    problems.push(format!("{at}.cluster"), error.to_string());
+                }
+            }
+        }
+        if let Some(sentinels) = &self.sentinel {
+            let here = format!("{at}.sentinel");
+            if check_addresses(&here, sentinels, problems) {
+                for (i, sentinel) in sentinels.iter().enumerate() {
+                    let db = redis::IntoConnectionInfo::into_connection_info(sentinel.as_str())
+                        .map(|info| info.redis_settings().db())
+                        .unwrap_or(0);
+                    if db != 0 {
+                        problems.push(
+                            format!("{here}[{i}]"),
+                            format!("\"{sentinel}\": a Sentinel has no databases (drop /{db})"),
+                        );
+                    }
+                }
+            }
+            if sentinels.is_empty() {
+                problems.push(here, "at least one Sentinel is required");
+            }
+            match &self.master_name {
+                None => problems.push(
+                    format!("{at}.master_name"),
+                    "is required with sentinel (the name the Sentinels monitor the master under)",
+                ),
+                Some(name) if name.is_empty() => {
+                    problems.push(format!("{at}.master_name"), "must not be empty")
+                }
+                Some(_) => {}
+            }
+        } else if self.master_name.is_some() {
+            problems.push(
+                format!("{at}.master_name"),
+                "only means something with sentinel",
+            );
+        }
+        if self.timeout.is_zero() {
+            problems.push(format!("{at}.timeout"), "must be more than zero");
+        }
+    }
+}
+
+/// Checks that every entry of `addresses` is a Redis URL; whether all were.
+fn check_addresses(at: &str, addresses: &[String], problems: &mut Problems) -> bool {
+    let mut all = true;
+    for (i, address) in addresses.iter().enumerate() {
+        if let Err(error) = redis::IntoConnectionInfo::into_connection_info(address.as_str()) {
+            problems.push(
+                format!("{at}[{i}]"),
+                format!("\"{address}\" is not a Redis URL: {error}"),
+            );
+            all = false;
+        }
+    }
+    all
 }
 
 /// What a decision does when Redis is slow or down.
@@ -312,15 +477,7 @@ impl RateLimitConfig {
             problems.push(format!("{at}.sweep_interval"), "must be more than zero");
         }
         if let Some(redis) = &self.redis {
-            if let Err(error) = redis::Client::open(redis.url.as_str()) {
-                problems.push(
-                    format!("{at}.redis.url"),
-                    format!("\"{}\" is not a Redis URL: {error}", redis.url),
-                );
-            }
-            if redis.timeout.is_zero() {
-                problems.push(format!("{at}.redis.timeout"), "must be more than zero");
-            }
+            redis.check(&format!("{at}.redis"), problems);
         }
     }
 }
@@ -548,5 +705,119 @@ mod tests {
         assert_eq!(redis.timeout, Duration::from_millis(20));
         assert_eq!(redis.on_error, OnError::Local);
         assert_eq!(redis.key_prefix, "pipeline-gateway:rl:");
+        assert_eq!(
+            redis.target(),
+            Some(RedisTarget::Single("redis://127.0.0.1:1"))
+        );
+    }
+
+    fn redis_section(keys: &str) -> Result<RedisConfig, Vec<String>> {
+        let text = format!("{BASE}\n[rate_limit]\n[rate_limit.redis]\n{keys}\n");
+        match Config::from_toml(&text) {
+            Ok(config) => Ok(config.rate_limit.unwrap().redis.unwrap()),
+            Err(ConfigError::Invalid(problems)) => {
+                Err(problems.iter().map(|p| p.to_string()).collect())
+            }
+            Err(other) => Err(vec![other.to_string()]),
+        }
+    }
+
+    #[test]
+    fn redis_is_one_server_a_cluster_or_a_sentinel_master() {
+        let seeds = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"].map(String::from);
+        let sentinels = ["redis://127.0.0.1:26379", "redis://s2:26379"].map(String::from);
+        let cluster =
+            redis_section(r#"cluster = ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]"#)
+                .unwrap();
+        assert_eq!(cluster.target(), Some(RedisTarget::Cluster(&seeds)));
+        let sentinel = redis_section(
+            r#"sentinel = ["redis://127.0.0.1:26379", "redis://s2:26379"]
+               master_name = "mymaster"
+               on_error = "deny""#,
+        )
+        .unwrap();
+        assert_eq!(
+            sentinel.target(),
+            Some(RedisTarget::Sentinel {
+                sentinels: &sentinels,
+                master_name: "mymaster"
+            })
+        );
+        assert_eq!(sentinel.on_error, OnError::Deny);
+        // The kinds not given are not written back (GET /config, the config hash).
+        let json = serde_json::to_string(&sentinel).unwrap();
+        assert!(
+            !json.contains("\"url\"") && !json.contains("\"cluster\""),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn redis_kinds_exclude_each_other_and_each_is_checked() {
+        for (keys, expected) in [
+            (
+                "timeout = \"5ms\"",
+                vec![
+                    "rate_limit.redis: one of url (one server), cluster (seed nodes) or \
+                      sentinel (with master_name) is required",
+                ],
+            ),
+            (
+                "url = \"redis://a:1\"\ncluster = [\"redis://b:1\"]",
+                vec![
+                    "rate_limit.redis: url and cluster exclude each other: give exactly one \
+                      of url, cluster or sentinel",
+                ],
+            ),
+            (
+                "url = \"redis://a:1\"\ncluster = [\"redis://b:1\"]\nsentinel = \
+                 [\"redis://c:1\"]\nmaster_name = \"m\"",
+                vec![
+                    "rate_limit.redis: url and cluster and sentinel exclude each other: give \
+                      exactly one of url, cluster or sentinel",
+                ],
+            ),
+            (
+                "cluster = []",
+                vec!["rate_limit.redis.cluster: at least one seed node is required"],
+            ),
+            (
+                "cluster = [\"redis://a:1\", \"http://b:1\"]",
+                vec!["rate_limit.redis.cluster[1]: \"http://b:1\" is not a Redis URL"],
+            ),
+            (
+                "cluster = [\"redis://a:1\", \"redis+unix:///tmp/r.sock\"]",
+                vec!["rate_limit.redis.cluster: This library cannot use unix socket"],
+            ),
+            (
+                "sentinel = [\"redis://a:26379\"]",
+                vec!["rate_limit.redis.master_name: is required with sentinel"],
+            ),
+            (
+                "sentinel = [\"redis://a:26379/2\"]\nmaster_name = \"\"",
+                vec![
+                    "rate_limit.redis.sentinel[0]: \"redis://a:26379/2\": a Sentinel has no \
+                     databases (drop /2)",
+                    "rate_limit.redis.master_name: must not be empty",
+                ],
+            ),
+            (
+                "sentinel = []\nmaster_name = \"m\"",
+                vec!["rate_limit.redis.sentinel: at least one Sentinel is required"],
+            ),
+            (
+                "url = \"redis://a:1\"\nmaster_name = \"m\"",
+                vec!["rate_limit.redis.master_name: only means something with sentinel"],
+            ),
+        ] {
+            let lines = redis_section(keys).expect_err(keys);
+            assert_eq!(lines.len(), expected.len(), "{keys}: {lines:#?}");
+            for (line, expected) in lines.iter().zip(&expected) {
+                assert!(
+                    line.starts_with(expected),
+                    "{keys}: {line}\nexpected {expected}"
+                );
+            }
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! What the black-box tests share: the stand-in manager (in this process, or as a child
 //! process a test can kill) and one small test upstream (an echo) to put behind a gateway,
-//! gateways in this process or as child processes, a real `redis-server`, clients that read
-//! whole replies and check the gateway's error schema, load that tallies every answer (for
-//! the fault tests), content codings, test signing keys, and the external programs (`fda`,
-//! Chromium) some tests drive.
+//! gateways in this process or as child processes, a real `redis-server` (alone, as a
+//! cluster, or watched by Sentinels), clients that read whole replies and check the gateway's
+//! error schema, load that tallies every answer (for the fault tests), content codings, test
+//! signing keys, and the external programs (`fda`, Chromium) some tests drive.
 //!
 //! Every test crate includes this module whole, as `pub mod support;` (`#[path]` from a
 //! nested crate): each crate uses a different part of it, and a `pub` module at the crate root
@@ -20,6 +20,8 @@ mod gateway;
 pub mod keys;
 pub mod load;
 mod process;
+mod redis_cluster;
+pub mod redis_sentinel;
 mod redis_server;
 mod standin;
 mod standin_process;
@@ -32,6 +34,8 @@ pub use self::client::{get, parse_raw, post, raw, send, Reply};
 pub use self::coding::{decode, encode};
 pub use self::gateway::{config_for, gateway, metric, pair};
 pub use self::process::GatewayProcess;
+pub use self::redis_cluster::RedisCluster;
+pub use self::redis_sentinel::RedisSentinels;
 pub use self::redis_server::RedisServer;
 pub use self::standin::{seeded, standin, standin_with};
 pub use self::standin_process::StandinProcess;
