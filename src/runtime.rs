@@ -153,9 +153,13 @@ impl Runtime {
         let routes = RouteTable::build(&config);
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for (i, upstream) in config.upstreams.iter().enumerate() {
+            // An upstream whose TLS files changed is built anew, so that the reload takes them.
             let kept = previous.and_then(|p| {
                 let j = p.config.upstreams.iter().position(|u| u == upstream)?;
-                p.upstreams.get(j).cloned()
+                p.upstreams
+                    .get(j)
+                    .filter(|u| !u.tls_files_changed())
+                    .cloned()
             });
             if let Some(kept) = kept {
                 upstreams.push(kept);
@@ -246,10 +250,11 @@ impl Runtime {
             }
         };
         let auth = self.authenticator.clone().run_background(until());
+        let watch_files = self.config.server.watch_config;
         let upstreams = futures_util::future::join_all(
             self.upstreams
                 .iter()
-                .map(|upstream| upstream.clone().run_health_checks(until())),
+                .map(|upstream| upstream.clone().run_health_checks(watch_files, until())),
         );
         match self.rate_limits.clone() {
             Some(limits) => {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::AuthConfig;
 pub use self::browser::{ConsoleConfig, CorsConfig};
 pub use self::ratelimit::RateLimitConfig;
-pub use self::upstream::{HealthConfig, OutlierConfig, RetryConfig};
+pub use self::upstream::{HealthConfig, OutlierConfig, RetryConfig, UpstreamTlsConfig};
 pub use self::values::{EndpointUrl, NameGlob, PathGlob};
 
 /// The whole file.
@@ -172,6 +172,9 @@ pub struct UpstreamConfig {
     pub outlier: OutlierConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// How `https://` endpoints are verified; the public roots without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 impl UpstreamConfig {
@@ -454,6 +457,9 @@ impl Config {
             }
             upstream.outlier.check(&format!("{at}.outlier"), problems);
             upstream.retry.check(&format!("{at}.retry"), problems);
+            if let Some(tls) = &upstream.tls {
+                tls.check(&format!("{at}.tls"), &upstream.endpoints, problems);
+            }
             match (upstream.credentials, &upstream.bearer_env) {
                 (CredentialsMode::Replace, None) => problems.push(
                     format!("{at}.bearer_env"),

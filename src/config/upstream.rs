@@ -27,8 +27,15 @@
 //! min_per_second = 3           # … but always at least this many per second
 //! buffer_bytes = 65536         # a request body up to this size is kept to be sent again
 //! try_timeout = "5s"           # optional: one endpoint's time for one try of such a request
+//! [upstreams.tls]              # optional: how https:// endpoints are verified (docs/tls-upstream.md)
+//! ca = "/etc/gw/managers-ca.pem"
+//! webpki_roots = true          # the public roots too (false: only `ca`)
+//! client_cert = "/etc/gw/gateway.pem"   # mTLS toward the manager, with client_key
+//! client_key = "/etc/gw/gateway-key.pem"
+//! server_name = "manager.feldera.svc"   # SNI and the name verified, when not the endpoint's host
 //! ```
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -123,8 +130,96 @@ impl Default for RetryConfig {
     }
 }
 
+/// `[upstreams.tls]`: how the gateway verifies (and authenticates itself to) the upstream's
+/// `https://` endpoints. Without it, `https://` endpoints are verified against the public
+/// (webpki) roots with no client certificate. The files are read when the configuration is
+/// built (`check-config` reads them too) and again on every reload; with
+/// `server.watch_config` also when they change. Hostname verification is always on: there
+/// is deliberately no key to turn it off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of CA certificates that sign the managers' certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// Whether the public (webpki) roots are trusted too; `false` needs `ca`.
+    #[serde(default = "defaults::yes")]
+    pub webpki_roots: bool,
+    /// PEM chain (leaf first) the gateway presents when a manager asks for a client
+    /// certificate; with `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert` (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// The name sent as SNI and verified in the manager's certificate, when it is not the
+    /// endpoint's host (a DNS name or an IP address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+impl UpstreamTlsConfig {
+    /// Checks between values; `endpoints` are the upstream's (every one must be `https://`,
+    /// or the section would not apply to some of them).
+    pub(super) fn check(
+        &self,
+        at: &str,
+        endpoints: &[super::EndpointUrl],
+        problems: &mut Problems,
+    ) {
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => problems.push(
+                format!("{at}.client_key"),
+                "client_cert needs client_key (the certificate's private key)",
+            ),
+            (None, Some(_)) => problems.push(
+                format!("{at}.client_cert"),
+                "client_key needs client_cert (the certificate it belongs to)",
+            ),
+            _ => {}
+        }
+        if !self.webpki_roots && self.ca.is_none() {
+            problems.push(
+                format!("{at}.webpki_roots"),
+                "webpki_roots = false needs ca (otherwise no certificate could be trusted)",
+            );
+        }
+        if let Some(name) = &self.server_name {
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                problems.push(
+                    format!("{at}.server_name"),
+                    format!("\"{name}\" is not a DNS name or an IP address"),
+                );
+            }
+        }
+        for endpoint in endpoints.iter().filter(|e| !e.is_https()) {
+            problems.push(
+                at.to_owned(),
+                format!(
+                    "{endpoint} is plain http: [upstreams.tls] applies to https:// endpoints \
+                     only, so every endpoint of this upstream must be https://"
+                ),
+            );
+        }
+    }
+
+    /// Every file this section names, with its key.
+    pub fn files(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
+        [
+            ("ca", &self.ca),
+            ("client_cert", &self.client_cert),
+            ("client_key", &self.client_key),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| Some((key, path.as_ref()?)))
+    }
+}
+
 pub(super) mod defaults {
     use std::time::Duration;
+    pub fn yes() -> bool {
+        true
+    }
     pub fn health_path() -> String {
         "/healthz".into()
     }

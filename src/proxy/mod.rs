@@ -18,7 +18,8 @@
 //! `UpstreamOverloaded` beyond it); endpoints are chosen, ejected and health-checked by
 //! [`upstream`] and [`endpoint`]; what may be sent again, and how often, is [`retry`]'s rule.
 //!
-//! Failures map to: connection refused, reset or timed out on connect → 502
+//! Failures map to: connection refused, reset or timed out on connect, or a failed TLS
+//! handshake (reason `TLS handshake failed: …`) → 502
 //! `UpstreamUnavailable` (counted towards the endpoint's ejection; since nothing was sent,
 //! the request goes to another endpoint when one is left and the retry budget allows);
 //! every endpoint drained → 503 `NoHealthyUpstream`; connection closed or garbage before the
@@ -277,8 +278,14 @@ async fn send(
                 }
                 let hyper_error = error.into_error();
                 let failed = map_send_error(upstream, &hyper_error);
-                if failed.status() == StatusCode::BAD_GATEWAY {
-                    upstream.observe(index, Observation::ServerError, "no answer");
+                match crate::outbound::tls_failure(&hyper_error) {
+                    // The manager rejected the handshake (a TLS 1.3 alert that arrives with
+                    // the first answer): a connect failure, not a failing server.
+                    Some(reason) => upstream.observe(index, Observation::ConnectFailed, reason),
+                    None if failed.status() == StatusCode::BAD_GATEWAY => {
+                        upstream.observe(index, Observation::ServerError, "no answer");
+                    }
+                    None => {}
                 }
                 tried |= bit(index);
                 match (&template, replay) {
@@ -454,6 +461,10 @@ fn map_send_error(upstream: &Upstream, error: &hyper::Error) -> GatewayError {
     // wraps it, so look for it first.
     if let Some(client) = client_body_error(error) {
         return client;
+    }
+    if let Some(reason) = crate::outbound::tls_failure(error) {
+        return GatewayError::upstream_unavailable(&upstream.name, reason)
+            .with_internal(error_chain(error));
     }
     let reason = if error.is_parse() {
         "malformed response"

@@ -10,8 +10,10 @@
 //! `max_ejected_percent` of the endpoints (but at least one may always go).
 //!
 //! Connections: each endpoint has its own pool ([`super::pool`]); this module opens new ones
-//! (TCP with `connect_timeout`, TLS for `https`, HTTP/1.1 handshake) and gives each its own
-//! task, which holds the pool's permit until the connection closes.
+//! (TCP and, for `https`, the TLS handshake — both within `connect_timeout` — then the
+//! HTTP/1.1 handshake) and gives each its own task, which holds the pool's permit until the
+//! connection closes. A failed TLS handshake is a connect failure with its own reason
+//! ([`ConnectError::Tls`]; the settings are `[upstreams.tls]`, see [`crate::outbound`]).
 //!
 //! Active health checks (`[upstreams.health]`), when configured, run in the runtime's
 //! background ([`Upstream::run_health_checks`]), which also closes idle connections past their
@@ -23,13 +25,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::OwnedSemaphorePermit;
-use tower::ServiceExt as _;
 
 use super::endpoint::{millis_since, Endpoint, Observation};
 use super::pool::PoolLimits;
@@ -38,6 +37,7 @@ use crate::body::Body;
 use crate::clock::Clock;
 use crate::config::{CredentialsMode, HealthConfig, OutlierConfig, Problems, UpstreamConfig};
 use crate::errors::GatewayError;
+use crate::outbound::{ManagerConnector, OutboundError};
 
 /// Why a new connection could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,13 @@ pub enum ConnectError {
     TimedOut,
     #[error("connect failed")]
     Failed(#[source] crate::body::BoxError),
+    /// The TLS handshake failed; `reason` says how (`TLS handshake failed: …`).
+    #[error("{reason}")]
+    Tls {
+        reason: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("HTTP handshake failed")]
     Handshake(#[source] hyper::Error),
 }
@@ -59,6 +66,7 @@ impl ConnectError {
             ConnectError::Refused(_) => "connection refused",
             ConnectError::TimedOut => "connect timed out",
             ConnectError::Failed(_) => "connect failed",
+            ConnectError::Tls { reason, .. } => reason,
             ConnectError::Handshake(_) => "connect failed",
         }
     }
@@ -89,7 +97,7 @@ pub struct Upstream {
     next: AtomicUsize,
     clock: Arc<dyn Clock>,
     epoch: Instant,
-    connector: HttpsConnector<HttpConnector>,
+    connector: ManagerConnector,
     connect_timeout: Duration,
 }
 
@@ -148,6 +156,20 @@ impl Upstream {
             },
             _ => None,
         };
+        let connector = match ManagerConnector::new(
+            config.connect_timeout,
+            config.tls.as_ref(),
+            &format!("{at}.tls"),
+        ) {
+            Ok(connector) => Some(connector),
+            Err(more) => {
+                problems.extend(more);
+                None
+            }
+        };
+        let Some(connector) = connector else {
+            return Err(problems);
+        };
         let epoch = clock.instant();
         problems.into_result(Upstream {
             name: config.name.as_str().into(),
@@ -167,7 +189,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             clock,
             epoch,
-            connector: crate::outbound::https_connector(config.connect_timeout),
+            connector,
             connect_timeout: config.connect_timeout,
         })
     }
@@ -282,16 +304,15 @@ impl Upstream {
         permit: OwnedSemaphorePermit,
     ) -> Result<SendRequest<Body>, ConnectError> {
         let endpoint = &self.endpoints[index];
-        let uri = Uri::builder()
-            .scheme(endpoint.scheme.clone())
-            .authority(endpoint.authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| ConnectError::Failed(e.into()))?;
-        let connecting = self.connector.clone().oneshot(uri);
+        let connecting = self
+            .connector
+            .connect(&endpoint.scheme, &endpoint.authority);
         let io = match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => return Err(ConnectError::TimedOut),
-            Ok(Err(error)) => {
+            Ok(Err(OutboundError::Tls { reason, source })) => {
+                return Err(ConnectError::Tls { reason, source });
+            }
+            Ok(Err(OutboundError::Tcp(error))) => {
                 let refused = find_io_kind(&*error) == Some(std::io::ErrorKind::ConnectionRefused);
                 let timed_out = find_io_kind(&*error) == Some(std::io::ErrorKind::TimedOut)
                     || error.to_string().contains("timed out");
@@ -320,8 +341,19 @@ impl Upstream {
         Ok(sender)
     }
 
-    /// Active health checks (when configured) and pool upkeep until `stop` completes.
-    pub async fn run_health_checks(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    /// Whether a TLS file (`[upstreams.tls]`) changed since this upstream read it: a reload
+    /// then builds it anew even when its configuration is the same.
+    pub fn tls_files_changed(&self) -> bool {
+        self.connector.files_changed()
+    }
+
+    /// Active health checks (when configured), pool upkeep and, with `watch_files`, the TLS
+    /// files' poll ([`ManagerConnector::refresh`]) until `stop` completes.
+    pub async fn run_health_checks(
+        self: Arc<Self>,
+        watch_files: bool,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
         tokio::pin!(stop);
         let interval = self.health.as_ref().map_or(Duration::from_secs(1), |h| {
             h.interval.min(Duration::from_secs(1))
@@ -334,6 +366,18 @@ impl Upstream {
             }
             for endpoint in &self.endpoints {
                 endpoint.pool.prune();
+            }
+            if watch_files {
+                match self.connector.refresh() {
+                    None => {}
+                    Some(Ok(())) => {
+                        tracing::info!(upstream = %self.name, "TLS files changed: new connections use them");
+                    }
+                    Some(Err(problems)) => {
+                        tracing::warn!(upstream = %self.name, %problems,
+                            "TLS files changed but cannot be used; the old ones stay");
+                    }
+                }
             }
             let Some(health) = &self.health else {
                 continue;
@@ -378,18 +422,14 @@ impl Upstream {
     /// `GET path` on a connection of its own (outside the pool and its cap).
     async fn probe(&self, index: usize, path: &str) -> Result<http::StatusCode, String> {
         let endpoint = &self.endpoints[index];
-        let uri = Uri::builder()
-            .scheme(endpoint.scheme.clone())
-            .authority(endpoint.authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| e.to_string())?;
         let io = self
             .connector
-            .clone()
-            .oneshot(uri)
+            .connect(&endpoint.scheme, &endpoint.authority)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| match e {
+                OutboundError::Tls { reason, .. } => reason.to_owned(),
+                OutboundError::Tcp(e) => format!("connect: {e}"),
+            })?;
         let (mut sender, connection) = http1::Builder::new()
             .handshake::<_, Empty<Bytes>>(io)
             .await

@@ -1,9 +1,10 @@
 //! What the black-box tests share: the stand-in manager (in this process, or as a child
-//! process a test can kill) and one small test upstream (an echo) to put behind a gateway,
-//! gateways in this process or as child processes, a real `redis-server` (alone, as a
-//! cluster, or watched by Sentinels), clients that read whole replies and check the gateway's
-//! error schema, load that tallies every answer (for the fault tests), content codings, test
-//! signing keys, and the external programs (`fda`, Chromium) some tests drive.
+//! process a test can kill, or behind TLS with certificates made at test time) and one small
+//! test upstream (an echo) to put behind a gateway, gateways in this process or as child
+//! processes, a real `redis-server` (alone, as a cluster, or watched by Sentinels), clients
+//! that read whole replies and check the gateway's error schema, load that tallies every
+//! answer (for the fault tests), content codings, test signing keys, and the external
+//! programs (`fda`, Chromium) some tests drive.
 //!
 //! Every test crate includes this module whole, as `pub mod support;` (`#[path]` from a
 //! nested crate): each crate uses a different part of it, and a `pub` module at the crate root
@@ -19,6 +20,7 @@ mod coding;
 mod gateway;
 pub mod keys;
 pub mod load;
+pub mod manager_tls;
 mod process;
 mod redis_cluster;
 pub mod redis_sentinel;
