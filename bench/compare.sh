@@ -15,6 +15,12 @@
 #   b  ?initial=running, 10,000 distinct JWTs in turn, gateway token cache off
 #   c  ?initial=running, a Feldera API key
 #   d  ?initial=paused, hot JWT, 1 KiB JSON body
+#   t  workload a over TLS, keep-alive: every proxy terminates TLS (nginx `ssl`, HAProxy
+#      `ssl crt`, the gateway's [server.tls]) with the same ECDSA P-256 certificate and key
+#   h  workload a over TLS with `Connection: close`: a new connection and handshake per
+#      request (handshake-bound); its req/s are handshakes per second
+#   (t and h skip `direct`, whose static upstream has no TLS, and skip the gateway with a
+#   message when its check-config refuses [server.tls].)
 #
 # Fairness: the system under test runs on CPU $SUT_CPU with one worker (nginx
 # worker_processes 1, haproxy nbthread 1, gateway --workers 1); wrk (1 thread) and
@@ -23,7 +29,7 @@
 # everywhere. Results: bench/results/latest.{json,md,svg} (see bench/README.md).
 #
 # Usage: bench/compare.sh [--quick] [--rounds N] [--duration S] [--warmup S]
-#                         [--connections C] [--workloads a,b,c,d]
+#                         [--connections C] [--workloads a,b,c,d,t,h]
 #                         [--systems direct,nginx,haproxy,gateway] [--tokens N]
 #                         [--rss-connections N] [--rss-duration S] [--no-rss]
 #                         [--no-build] [--strict] [--note TEXT]
@@ -116,7 +122,7 @@ die() {
 }
 
 for w in "${WORKLOAD_LIST[@]}"; do
-    [[ $w =~ ^[abcd]$ ]] || die "unknown workload '$w' (a, b, c, d)"
+    [[ $w =~ ^[abcdth]$ ]] || die "unknown workload '$w' (a, b, c, d, t, h)"
 done
 for s in "${SYSTEM_LIST[@]}"; do
     [[ $s =~ ^(direct|nginx|haproxy|gateway)$ ]] || die "unknown system '$s' (direct, nginx, haproxy, gateway)"
@@ -127,6 +133,9 @@ done
 ((ROUNDS >= 1 && DURATION >= 1)) || die "--rounds and --duration must be at least 1"
 has_system() { [[ ",$SYSTEMS," == *",$1,"* ]]; }
 has_workload() { [[ ",$WORKLOADS," == *",$1,"* ]]; }
+# Workloads t and h: the job of workload a over TLS.
+is_tls_workload() { [[ $1 == t || $1 == h ]]; }
+has_tls_workload() { has_workload t || has_workload h; }
 
 # ---------------------------------------------------------------------------------------
 # Processes started here, stopped on any exit (by their own PIDs only).
@@ -277,6 +286,53 @@ gateway_config() { # output cache|nocache
     fi
 }
 
+# One ECDSA P-256 certificate and key for every proxy's TLS listener (workloads t and h),
+# made fresh for each run in the run's temp dir. HAProxy wants both in one PEM file.
+make_tls_certificate() {
+    TLS_DIR=$WORK/tls
+    mkdir -p "$TLS_DIR"
+    (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -days 2 -subj "/CN=bench.local" \
+        -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" 2>"$TLS_DIR/openssl.log") ||
+        die "openssl could not make the bench certificate:" "$(cat "$TLS_DIR/openssl.log")"
+    cat "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem" >"$TLS_DIR/haproxy.pem"
+}
+
+# The TLS variants of the three proxies' configurations: the same job, the listener with TLS.
+# GATEWAY_TLS=0 when the gateway's check-config refuses [server.tls] (a build without the
+# TLS listener): the gateway is then skipped for t and h, with a message.
+make_tls_configs() {
+    sed -e "s|^\( *listen 127.0.0.1:$NGINX_PORT\) backlog=4096;|\1 ssl backlog=4096;\n        ssl_certificate $TLS_DIR/cert.pem;\n        ssl_certificate_key $TLS_DIR/key.pem;|" \
+        "$WORK/proxy.nginx.conf" >"$WORK/proxy-tls.nginx.conf"
+    grep -q "listen 127.0.0.1:$NGINX_PORT ssl" "$WORK/proxy-tls.nginx.conf" ||
+        die "could not put ssl on the listen line of $WORK/proxy.nginx.conf"
+    sed -e "s|^\( *bind 127.0.0.1:$HAPROXY_PORT\)\$|\1 ssl crt $TLS_DIR/haproxy.pem|" \
+        "$WORK/haproxy.cfg" >"$WORK/haproxy-tls.cfg"
+    grep -q "bind 127.0.0.1:$HAPROXY_PORT ssl crt" "$WORK/haproxy-tls.cfg" ||
+        die "could not put ssl crt on the bind line of $WORK/haproxy.cfg"
+    local out
+    if has_system nginx; then
+        out=$("$NGINX" -t -q -c "$WORK/proxy-tls.nginx.conf" -p "$WORK" 2>&1) || die "nginx refuses the TLS proxy config:" "$out"
+    fi
+    if has_system haproxy; then
+        out=$("$HAPROXY" -c -q -f "$WORK/haproxy-tls.cfg" 2>&1) || die "haproxy refuses its TLS config:" "$out"
+    fi
+    GATEWAY_TLS=0
+    if has_system gateway; then
+        { cat "$WORK/gateway-cache.toml"
+          printf '\n# Workloads t and h: TLS on the client listener (the same certificate as nginx and HAProxy).\n'
+          printf '[server.tls]\ncert = "%s"\nkey = "%s"\n' "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem"
+        } >"$WORK/gateway-tls.toml"
+        if out=$("$GATEWAY_BIN" check-config --config "$WORK/gateway-tls.toml" 2>&1); then
+            GATEWAY_TLS=1
+        else
+            log "NOTE: this gateway build refuses [server.tls] (no TLS listener yet): the gateway is skipped for TLS workloads (t, h)."
+            log "      check-config said: $(head -n 3 <<<"$out" | tr '\n' ' ')"
+        fi
+    fi
+    return 0
+}
+
 make_configs() {
     mkdir -p "$WORK/nginx-tmp"
     render "$BENCH_DIR/conf/upstream.nginx.conf" "$WORK/upstream.nginx.conf"
@@ -293,6 +349,10 @@ make_configs() {
     if has_system gateway; then
         gateway_config "$WORK/gateway-cache.toml" cache
         has_workload b && gateway_config "$WORK/gateway-nocache.toml" nocache
+    fi
+    if has_tls_workload; then
+        make_tls_certificate
+        make_tls_configs
     fi
     return 0
 }
@@ -332,16 +392,19 @@ start_system() { # system workload
     if [[ $system != direct ]] && port_open "$port"; then
         die "port $port is taken by another program (set BENCH_BASE_PORT)"
     fi
+    local tls="" scheme=http
+    if is_tls_workload "$workload"; then tls=-tls scheme=https; fi
     case $system in
         nginx)
-            taskset -c "$SUT_CPU" "$NGINX" -c "$WORK/proxy.nginx.conf" -p "$WORK" >"$SUT_LOG" 2>&1 &
+            taskset -c "$SUT_CPU" "$NGINX" -c "$WORK/proxy$tls.nginx.conf" -p "$WORK" >"$SUT_LOG" 2>&1 &
             SUT_PID=$! ;;
         haproxy)
-            taskset -c "$SUT_CPU" "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$SUT_LOG" 2>&1 &
+            taskset -c "$SUT_CPU" "$HAPROXY" -db -f "$WORK/haproxy$tls.cfg" >"$SUT_LOG" 2>&1 &
             SUT_PID=$! ;;
         gateway)
             local config=$WORK/gateway-cache.toml
             [[ $workload == b ]] && config=$WORK/gateway-nocache.toml
+            [[ -n $tls ]] && config=$WORK/gateway-tls.toml
             # One worker on one core, like nginx's worker_processes 1 and haproxy's nbthread 1:
             # --workers 1 runs the gateway on a single-threaded runtime.
             RUST_LOG=warn taskset -c "$SUT_CPU" \
@@ -352,7 +415,7 @@ start_system() { # system workload
         PIDS+=("$SUT_PID")
         wait_port "$port" "$SUT_PID" "$SUT_LOG"
     fi
-    SUT_URL="http://127.0.0.1:$port$(workload_path "$workload")"
+    SUT_URL="$scheme://127.0.0.1:$port$(workload_path "$workload")"
 }
 
 stop_system() {
@@ -380,6 +443,9 @@ run_wrk() { # workload connections seconds
         b) env+=("BENCH_TOKENS_FILE=$KEYS/tokens-many.txt") ;;
         c) env+=("BENCH_TOKEN=$API_KEY") ;;
         d) env+=("BENCH_TOKEN=$HOT_TOKEN" "BENCH_BODY_FILE=$WORK/body-1k.json") ;;
+        t) env+=("BENCH_TOKEN=$HOT_TOKEN") ;;
+        # A new connection, so a full TLS handshake, for every request.
+        h) env+=("BENCH_TOKEN=$HOT_TOKEN" "BENCH_CLOSE=1") ;;
     esac
     env "${env[@]}" taskset -c "$LOAD_CPU" "$WRK" -t1 -c"$2" -d"$3s" --timeout 10s \
         -s "$BENCH_DIR/wrk/workload.lua" "$SUT_URL"
@@ -389,21 +455,23 @@ run_wrk() { # workload connections seconds
 # a request without a credential and one with a forged token, expecting 401: a fast 401 must
 # never be measured as a fast proxy.
 smoke_check() { # system workload
-    local system=$1 workload=$2 token=$HOT_TOKEN body=() code
+    local system=$1 workload=$2 token=$HOT_TOKEN body=() code tls=()
+    # TLS workloads: the certificate is verified against itself (name 127.0.0.1).
+    is_tls_workload "$workload" && tls=(--cacert "$TLS_DIR/cert.pem")
     [[ $workload == b ]] && token=$(head -n 1 "$KEYS/tokens-many.txt")
     [[ $workload == c ]] && token=$API_KEY
     [[ $workload == d ]] && body=(-H 'Content-Type: application/json' --data-binary "@$WORK/body-1k.json")
-    code=$(curl -s -o "$WORK/smoke.body" -w '%{http_code}' -X POST "${body[@]}" \
+    code=$(curl -s "${tls[@]}" -o "$WORK/smoke.body" -w '%{http_code}' -X POST "${body[@]}" \
         -H "Authorization: Bearer $token" "$SUT_URL") || code="(no answer)"
     [[ $code == 202 ]] || die "$system, workload $workload: expected 202 from $SUT_URL, got $code:" \
         "$(head -c 400 "$WORK/smoke.body" 2>/dev/null)" "log ($SUT_LOG):" "$(tail -n 10 "$SUT_LOG")"
     if [[ $system == haproxy || ($system == gateway && $GATEWAY_AUTH != off) ]]; then
-        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$SUT_URL")
+        code=$(curl -s "${tls[@]}" -o /dev/null -w '%{http_code}' -X POST "$SUT_URL")
         [[ $code == 401 ]] || die "$system accepts a request without a credential ($code): auth is not on"
         # Change a signature character well before the end (the last one carries padding bits).
         local forged=${HOT_TOKEN:0:-20}A${HOT_TOKEN: -19}
         [[ $forged == "$HOT_TOKEN" ]] && forged=${HOT_TOKEN:0:-20}B${HOT_TOKEN: -19}
-        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $forged" "$SUT_URL")
+        code=$(curl -s "${tls[@]}" -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $forged" "$SUT_URL")
         [[ $code == 401 ]] || die "$system accepts a forged JWT ($code): signatures are not checked"
     fi
 }
@@ -546,6 +614,16 @@ main() {
     for ((round = 1; round <= ROUNDS; round++)); do
         for workload in "${WORKLOAD_LIST[@]}"; do
             for system in "${SYSTEM_LIST[@]}"; do
+                if is_tls_workload "$workload"; then
+                    if [[ $system == direct ]]; then
+                        ((round == 1)) && log "  ($workload) direct: skipped (the static upstream has no TLS)"
+                        continue
+                    fi
+                    if [[ $system == gateway ]] && ((!GATEWAY_TLS)); then
+                        ((round == 1)) && log "  ($workload) gateway: skipped (this build refuses [server.tls], see above)"
+                        continue
+                    fi
+                fi
                 measure "$round" "$workload" "$system"
             done
         done

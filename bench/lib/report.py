@@ -35,8 +35,13 @@ WORKLOADS = {
     "b": "distinct JWTs, gateway token cache off",
     "c": "API key",
     "d": "activate?initial=paused, 1 KiB body",
+    "t": "workload a over TLS (ECDSA P-256), keep-alive",
+    "h": "workload a over TLS, a new connection and handshake per request",
 }
-SHORT = {"a": "hot JWT", "b": "distinct JWTs, no cache", "c": "API key", "d": "1 KiB POST"}
+SHORT = {"a": "hot JWT", "b": "distinct JWTs, no cache", "c": "API key", "d": "1 KiB POST",
+         "t": "TLS keep-alive", "h": "TLS handshakes"}
+# Workloads whose every request is one new TLS connection: their req/s are handshakes/s.
+HANDSHAKE_BOUND = {"h"}
 ERROR_TOLERANCE = 0.001
 # Above this share of the system-under-test CPU used by other processes, a run is noisy.
 NOISE_PCT = 10.0
@@ -179,6 +184,9 @@ def console(summary, rat, tg, rss1000, meta):
                 f"cpu {fmt(s['cpu_s_per_1k'], '.4f')} s/1k  "
                 f"rss {fmt(s['peak_rss_mb'], '.1f')} MB  "
                 f"cpu0-other {fmt(s['cpu0_foreign_pct'], '.0f')}%{flag}")
+        if wl in HANDSHAKE_BOUND:
+            for system, s in systems.items():
+                lines.append(f"{wl} {system:<8} {fmt(s['rps'], ',.0f'):>9} TLS handshakes/s")
         for pair, r in rat.get(wl, {}).items():
             lines.append(f"{wl} ratio {pair:<16} throughput {fmt(r['rps'], '.2f')}x  "
                          f"p99 {fmt(r['p99'], '.2f')}x  cpu/req {fmt(r['cpu_per_req'], '.2f')}x")
@@ -240,6 +248,9 @@ def markdown(summary, rat, tg, rss1000, meta):
                 f"| {fmt(s['cpu_s_per_1k'], '.4f')} | {fmt(s['peak_rss_mb'], '.1f')} "
                 f"| {fmt(s['cpu0_foreign_pct'], '.0f')}% "
                 f"| {', '.join(format(x, ',.0f') for x in s['rps_each_round'])} |")
+        if wl in HANDSHAKE_BOUND:
+            out += ["", "TLS handshakes per second (one new connection per request): " + ", ".join(
+                f"{system} {fmt(s['rps'], ',.0f')}" for system, s in systems.items()) + "."]
         if rat.get(wl):
             out += ["", "| ratio | throughput | p99 | CPU per request |", "|---|---:|---:|---:|"]
             for pair, r in rat[wl].items():

@@ -6,6 +6,9 @@
 --   BENCH_TOKEN         sent as `Authorization: Bearer <token>` on every request (optional)
 --   BENCH_TOKENS_FILE   one credential per line; requests cycle through them in order, so
 --                       each one recurs only after all the others (workload b)
+--   BENCH_CLOSE         when 1, `Connection: close` on every request: the server closes
+--                       after each answer and wrk connects again, a new (TLS) handshake per
+--                       request (workload h)
 -- Without BENCH_TOKENS_FILE no `request()` is defined, so wrk keeps its fast static request.
 --
 -- `done()` prints one line `WRKJSON {...}` with the totals, the error counts (a status of 400
@@ -25,6 +28,10 @@ end
 local token = os.getenv("BENCH_TOKEN")
 if token and token ~= "" then
    wrk.headers["Authorization"] = "Bearer " .. token
+end
+
+if os.getenv("BENCH_CLOSE") == "1" then
+   wrk.headers["Connection"] = "close"
 end
 
 local tokens_file = os.getenv("BENCH_TOKENS_FILE")
