@@ -89,6 +89,8 @@ async fn a_private_ca_named_in_ca_is_trusted() {
         .requests()
         .iter()
         .any(|r| r.uri.path() == "/v0/pipelines/orders"));
+    // The manager offers h2 and http/1.1; the gateway asks for http/1.1 only.
+    assert_eq!(manager.negotiated(), [Some("http/1.1".to_owned())]);
     gw.shutdown().await;
 }
 

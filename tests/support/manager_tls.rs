@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use feldera_standin::Standin;
 use rcgen::{
@@ -90,6 +90,8 @@ pub struct TlsStandin {
     pub standin: Standin,
     addr: SocketAddr,
     settings: watch::Sender<Arc<ServerConfig>>,
+    /// The protocol ALPN chose on each connection whose handshake succeeded.
+    negotiated: Arc<Mutex<Vec<Option<String>>>>,
     task: JoinHandle<()>,
 }
 
@@ -101,11 +103,13 @@ impl TlsStandin {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let (settings, watching) = watch::channel(server_config(leaf, client_ca));
-        let task = tokio::spawn(accept(listener, plain, watching));
+        let negotiated = Arc::default();
+        let task = tokio::spawn(accept(listener, plain, watching, Arc::clone(&negotiated)));
         TlsStandin {
             standin,
             addr,
             settings,
+            negotiated,
             task,
         }
     }
@@ -117,6 +121,14 @@ impl TlsStandin {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The ALPN protocol of every connection that completed its handshake, in order.
+    pub fn negotiated(&self) -> Vec<Option<String>> {
+        self.negotiated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Serves `leaf` from now on (and `client_ca`'s policy), closing open connections.
@@ -165,6 +177,7 @@ async fn accept(
     listener: TcpListener,
     plain: SocketAddr,
     mut settings: watch::Receiver<Arc<ServerConfig>>,
+    negotiated: Arc<Mutex<Vec<Option<String>>>>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -172,7 +185,7 @@ async fn accept(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let config = settings.borrow().clone();
-                connections.spawn(relay(stream, config, plain));
+                connections.spawn(relay(stream, config, plain, Arc::clone(&negotiated)));
             }
             changed = settings.changed() => {
                 if changed.is_err() {
@@ -186,11 +199,22 @@ async fn accept(
     }
 }
 
-async fn relay(stream: TcpStream, config: Arc<ServerConfig>, plain: SocketAddr) {
+async fn relay(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+    plain: SocketAddr,
+    negotiated: Arc<Mutex<Vec<Option<String>>>>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let Ok(mut tls) = acceptor.accept(stream).await else {
         return;
     };
+    let alpn = tls.get_ref().1.alpn_protocol();
+    let alpn = alpn.map(|p| String::from_utf8_lossy(p).into_owned());
+    negotiated
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(alpn);
     let Ok(mut upstream) = TcpStream::connect(plain).await else {
         return;
     };
