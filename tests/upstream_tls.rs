@@ -296,6 +296,37 @@ async fn a_tls_failure_is_retried_on_another_endpoint_and_ejects_the_bad_one() {
 }
 
 #[tokio::test]
+async fn an_h2_only_manager_fails_the_handshake_since_the_gateway_offers_http1_only() {
+    let ca = TestCa::new("managers CA");
+    let manager = TlsStandin::start_offering(&ca.server(&["127.0.0.1"]), None, &["h2"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = write(dir.path(), "ca.pem", &ca.cert_pem);
+    let gw = start(&config(
+        &[manager.url()],
+        Some(&format!("ca = {}", toml_path(&ca_file))),
+        "",
+    ))
+    .await;
+    assert_tls_failure(
+        &orders(&gw).await,
+        "TLS handshake failed: the manager does not offer http/1.1 (ALPN)",
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_https_endpoint_that_speaks_plain_http_is_502_saying_so() {
+    let plain = standin("plain").await;
+    let url = format!("https://{}", plain.local_addr());
+    let gw = start(&config(&[url], None, "")).await;
+    assert_tls_failure(
+        &orders(&gw).await,
+        "TLS handshake failed: the endpoint does not speak TLS",
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_manager_that_never_finishes_the_handshake_is_a_connect_timeout() {
     // Accepts TCP and says nothing: the TLS handshake is within connect_timeout.
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

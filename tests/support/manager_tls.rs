@@ -96,13 +96,24 @@ pub struct TlsStandin {
 }
 
 impl TlsStandin {
-    /// Serves `leaf`; with `client_ca`, a client certificate signed by it is required.
+    /// Serves `leaf`; with `client_ca`, a client certificate signed by it is required. ALPN
+    /// offers h2 and http/1.1.
     pub async fn start(leaf: &Leaf, client_ca: Option<&TestCa>) -> TlsStandin {
+        TlsStandin::start_offering(leaf, client_ca, &["h2", "http/1.1"]).await
+    }
+
+    /// [`TlsStandin::start`] offering these ALPN protocols.
+    pub async fn start_offering(
+        leaf: &Leaf,
+        client_ca: Option<&TestCa>,
+        alpn: &[&str],
+    ) -> TlsStandin {
         let standin = standin("tls").await;
         let plain = standin.local_addr();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
-        let (settings, watching) = watch::channel(server_config(leaf, client_ca));
+        let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let (settings, watching) = watch::channel(server_config(leaf, client_ca, alpn));
         let negotiated = Arc::default();
         let task = tokio::spawn(accept(listener, plain, watching, Arc::clone(&negotiated)));
         TlsStandin {
@@ -133,7 +144,9 @@ impl TlsStandin {
 
     /// Serves `leaf` from now on (and `client_ca`'s policy), closing open connections.
     pub fn set(&self, leaf: &Leaf, client_ca: Option<&TestCa>) {
-        self.settings.send_replace(server_config(leaf, client_ca));
+        let alpn = self.settings.borrow().alpn_protocols.clone();
+        self.settings
+            .send_replace(server_config(leaf, client_ca, alpn));
     }
 }
 
@@ -143,7 +156,7 @@ impl Drop for TlsStandin {
     }
 }
 
-fn server_config(leaf: &Leaf, client_ca: Option<&TestCa>) -> Arc<ServerConfig> {
+fn server_config(leaf: &Leaf, client_ca: Option<&TestCa>, alpn: Vec<Vec<u8>>) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -168,8 +181,7 @@ fn server_config(leaf: &Leaf, client_ca: Option<&TestCa>) -> Arc<ServerConfig> {
     let mut config = builder
         .with_single_cert(chain, key)
         .expect("server certificate");
-    // Offers h2 too: the gateway must still pick http/1.1.
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn;
     Arc::new(config)
 }
 
