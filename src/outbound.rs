@@ -198,11 +198,6 @@ impl ManagerConnector {
             self.tls.store(Arc::new(tls));
         }))
     }
-
-    /// Whether there are files to watch.
-    pub fn has_files(&self) -> bool {
-        !self.tls.load().files.is_empty()
-    }
 }
 
 /// The TLS settings toward one upstream, and the files they were read from.
