@@ -29,6 +29,7 @@ use crate::proxy::{Upstream, Upstreams};
 use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
 use crate::routing::RouteTable;
 use crate::telemetry::Metrics;
+use crate::tls::{TlsMetrics, TlsTerminator};
 
 /// What outlives every runtime: metrics and the clock.
 pub struct Process {
@@ -36,6 +37,7 @@ pub struct Process {
     pub auth: AuthMetrics,
     pub rate_limits: RateLimitMetrics,
     pub reloads: ReloadMetrics,
+    pub tls: TlsMetrics,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -99,11 +101,14 @@ impl Process {
         rate_limits.register(metrics.registry_mut());
         let reloads = ReloadMetrics::default();
         reloads.register(metrics.registry_mut());
+        let tls = TlsMetrics::default();
+        tls.register(metrics.registry_mut());
         Process {
             metrics: Arc::new(metrics),
             auth,
             rate_limits,
             reloads,
+            tls,
             clock,
         }
     }
@@ -130,6 +135,8 @@ pub struct Runtime {
     pub cors: Option<Arc<CorsPolicy>>,
     /// `None` without `[console.authentication]`.
     pub identity_provider: Option<IdentityProviderAnswer>,
+    /// `None` without `[server.tls]` (the listener speaks clear text).
+    pub tls: Option<Arc<TlsTerminator>>,
 }
 
 impl Runtime {
@@ -192,6 +199,27 @@ impl Runtime {
             },
             None => None,
         };
+        // An unchanged `[server.tls]` carries the terminator (its session cache and ticket
+        // key), whose files are then checked at once, as `SIGHUP` promises.
+        let tls = match &config.server.tls {
+            None => None,
+            Some(tls) => match previous.and_then(|p| p.tls.clone()) {
+                Some(carried) if carried.serves(tls) => match carried.reload_if_changed() {
+                    Ok(_) => Some(carried),
+                    Err(more) => {
+                        problems.extend(more);
+                        None
+                    }
+                },
+                _ => match TlsTerminator::build(tls, "server.tls", &process.tls) {
+                    Ok(terminator) => Some(Arc::new(terminator)),
+                    Err(more) => {
+                        problems.extend(more);
+                        None
+                    }
+                },
+            },
+        };
         let (routes, authenticator) = match (routes, authenticator) {
             (Ok(routes), Ok(authenticator)) => (routes, authenticator),
             (routes, authenticator) => {
@@ -225,6 +253,7 @@ impl Runtime {
             rate_limits,
             cors,
             identity_provider,
+            tls,
         })
     }
 
@@ -251,14 +280,17 @@ impl Runtime {
                 .iter()
                 .map(|upstream| upstream.clone().run_health_checks(until())),
         );
-        match self.rate_limits.clone() {
-            Some(limits) => {
-                tokio::join!(auth, upstreams, limits.run_sweeper(until()));
+        let sweeper = async {
+            if let Some(limits) = self.rate_limits.clone() {
+                limits.run_sweeper(until()).await;
             }
-            None => {
-                tokio::join!(auth, upstreams);
+        };
+        let certificates = async {
+            if let Some(tls) = self.tls.clone() {
+                tls.run_watch(until()).await;
             }
-        }
+        };
+        tokio::join!(auth, upstreams, sweeper, certificates);
     }
 }
 

@@ -19,6 +19,7 @@ mod coding;
 mod gateway;
 pub mod keys;
 pub mod load;
+pub mod pki;
 mod process;
 mod redis_cluster;
 pub mod redis_sentinel;
