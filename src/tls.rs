@@ -216,8 +216,9 @@ fn files(config: &TlsConfig, at: &str) -> Vec<(String, std::path::PathBuf)> {
 /// The files' bytes by key path.
 type FileBytes = HashMap<String, Vec<u8>>;
 
-/// Reads every file; their bytes by key path, and the fingerprint of all of them.
-fn read_all(config: &TlsConfig, at: &str) -> Result<(FileBytes, [u8; 32]), Problems> {
+/// Reads every file: their bytes by key path (the readable ones), the fingerprint of all of
+/// them, and a problem per file that cannot be read.
+fn read_all(config: &TlsConfig, at: &str) -> (FileBytes, [u8; 32], Problems) {
     let mut problems = Problems::default();
     let mut bytes = HashMap::new();
     let mut hash = Sha256::new();
@@ -231,7 +232,26 @@ fn read_all(config: &TlsConfig, at: &str) -> Result<(FileBytes, [u8; 32]), Probl
             Err(error) => problems.push(key, format!("cannot read {}: {error}", path.display())),
         }
     }
-    problems.into_result((bytes, hash.finalize().into()))
+    (bytes, hash.finalize().into(), problems)
+}
+
+/// Reads and loads every file; every problem of every file.
+fn read_and_load(
+    config: &TlsConfig,
+    at: &str,
+    provider: &Arc<CryptoProvider>,
+    sessions: &Arc<dyn rustls::server::StoresServerSessions>,
+    ticketer: &Arc<dyn rustls::server::ProducesTickets>,
+) -> Result<(Loaded, [u8; 32]), Problems> {
+    let (bytes, fingerprint, mut problems) = read_all(config, at);
+    match load(config, at, &bytes, provider, sessions, ticketer) {
+        Ok(loaded) if problems.is_empty() => Ok((loaded, fingerprint)),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
 }
 
 /// Seconds since the epoch as a `SystemTime` (negative: the epoch).
@@ -360,11 +380,10 @@ impl TlsTerminator {
                 None
             }
         };
-        let (bytes, fingerprint) = read_all(config, at)?;
         let Some(ticketer) = ticketer else {
             return Err(problems);
         };
-        let loaded = load(config, at, &bytes, &provider, &sessions, &ticketer)?;
+        let (loaded, fingerprint) = read_and_load(config, at, &provider, &sessions, &ticketer)?;
         let terminator = TlsTerminator {
             config: config.clone(),
             at: at.to_owned(),
@@ -410,17 +429,16 @@ impl TlsTerminator {
     /// them. `Ok(true)`: swapped; `Ok(false)`: unchanged; `Err`: the new files do not load
     /// and the serving configuration stays.
     pub fn reload_if_changed(&self) -> Result<bool, Problems> {
-        let (bytes, fingerprint) = read_all(&self.config, &self.at)?;
+        let (_, fingerprint, _) = read_all(&self.config, &self.at);
         let Ok(mut serving) = self.fingerprint.lock() else {
             return Ok(false);
         };
         if *serving == fingerprint {
             return Ok(false);
         }
-        let loaded = load(
+        let (loaded, fingerprint) = read_and_load(
             &self.config,
             &self.at,
-            &bytes,
             &self.provider,
             &self.sessions,
             &self.ticketer,
@@ -469,13 +487,15 @@ fn load(
 ) -> Result<Loaded, Problems> {
     let now = SystemTime::now();
     let mut problems = Problems::default();
-    let empty = Vec::new();
-    let file = |key: &str| bytes.get(key).unwrap_or(&empty);
     let mut expiries = Vec::new();
+    // A file that could not be read is the reader's problem: nothing more is said about it.
     let mut pair = |prefix: &str, name: String, problems: &mut Problems| {
         let cert = format!("{prefix}.cert");
         let key = format!("{prefix}.key");
-        match load_pair(file(&cert), file(&key), provider, now) {
+        let (Some(cert_bytes), Some(key_bytes)) = (bytes.get(&cert), bytes.get(&key)) else {
+            return None;
+        };
+        match load_pair(cert_bytes, key_bytes, provider, now) {
             Ok(loaded) => {
                 expiries.push((name, loaded.not_after));
                 Some(loaded.key)
@@ -500,12 +520,16 @@ fn load(
         None => Some(WebPkiClientVerifier::no_client_auth()),
         Some(client_auth) => {
             let key = format!("{at}.client_auth.ca");
-            match client_verifier(file(&key), client_auth.mode, provider) {
-                Ok(verifier) => Some(verifier),
-                Err(message) => {
+            match bytes
+                .get(&key)
+                .map(|ca| client_verifier(ca, client_auth.mode, provider))
+            {
+                Some(Ok(verifier)) => Some(verifier),
+                Some(Err(message)) => {
                     problems.push(key, message);
                     None
                 }
+                None => None,
             }
         }
     };
