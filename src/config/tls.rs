@@ -206,3 +206,86 @@ impl ClientCertConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+
+    fn problems(text: &str) -> Vec<String> {
+        let base = "[[upstreams]]\nname = \"m\"\nendpoints = [\"http://127.0.0.1:1\"]\n\
+                    [[routes]]\nupstream = \"m\"\ndefault = true\n";
+        match Config::from_toml(&format!("{base}{text}")) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(problems)) => problems.iter().map(|p| p.to_string()).collect(),
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    #[test]
+    fn tls_values_are_checked_with_their_key_paths() {
+        let tls = "[server.tls]\ncert = \"c\"\nkey = \"k\"\n";
+        assert_eq!(problems(tls), Vec::<String>::new());
+        let cases = [
+            (
+                "alpn = [\"h2\", \"spdy/3\", \"h2\"]\n",
+                vec![
+                    "server.tls.alpn[1]: \"spdy/3\" is not one of \"h2\", \"http/1.1\"",
+                    "server.tls.alpn[2]: \"h2\" twice",
+                ],
+            ),
+            (
+                "handshake_timeout = \"0s\"\nwatch_interval = \"10ms\"\n",
+                vec![
+                    "server.tls.handshake_timeout: must be more than zero",
+                    "server.tls.watch_interval: must be at least 100ms",
+                ],
+            ),
+            (
+                "[[server.tls.sni]]\nnames = [\"a.example\", \"A.example\", \"not a name\"]\n\
+                 cert = \"c\"\nkey = \"k\"\n[[server.tls.sni]]\nnames = []\ncert = \"c\"\nkey = \"k\"\n",
+                vec![
+                    "server.tls.sni[0].names[1]: \"A.example\" is named twice",
+                    "server.tls.sni[0].names[2]: \"not a name\" is not a DNS name",
+                    "server.tls.sni[1].names: must name at least one name",
+                ],
+            ),
+        ];
+        for (extra, expected) in cases {
+            assert_eq!(problems(&format!("{tls}{extra}")), expected, "{extra}");
+        }
+        let min = problems(&format!("{tls}min_version = \"1.1\"\n"));
+        assert!(min[0].contains("server.tls.min_version"), "{min:?}");
+    }
+
+    #[test]
+    fn client_certs_need_client_auth_and_exactly_one_match() {
+        let entry = "[[auth.client_certs]]\nsubject = \"CN=a\"\nrole = \"read\"\n";
+        assert_eq!(
+            problems(entry),
+            [
+                "auth.client_certs: client certificates need [server.tls.client_auth] \
+              (nothing would verify them)"
+            ]
+        );
+        let tls =
+            "[server.tls]\ncert = \"c\"\nkey = \"k\"\n[server.tls.client_auth]\nca = \"ca\"\n";
+        assert_eq!(problems(&format!("{tls}{entry}")), Vec::<String>::new());
+        let two = "[[auth.client_certs]]\nsubject = \"CN=a\"\nsan_dns = \"a\"\nrole = \"read\"\n\
+                   [[auth.client_certs]]\nsan_uri = \" \"\nrole = \"read\"\n";
+        assert_eq!(
+            problems(&format!("{tls}{two}")),
+            [
+                "auth.client_certs[0]: give exactly one of subject, san_dns, san_uri",
+                "auth.client_certs[1].san_uri: must not be empty",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_redirect_needs_tls() {
+        assert_eq!(
+            problems("[[server.redirect]]\nlisten = \"127.0.0.1:8081\"\n"),
+            ["server.redirect[0]: redirects to https need [server.tls]"]
+        );
+    }
+}
