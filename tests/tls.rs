@@ -702,3 +702,28 @@ content-length: 0\r\nconnection: close\r\n\r\n",
     let details = reply.error(400, "InvalidRequest");
     assert_eq!(details["reason"], "missing_host");
 }
+
+#[tokio::test]
+async fn a_client_certificate_principal_has_its_own_rate_limit_budget() {
+    let clients = TestCa::new("clients CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_path = pki::write(dir.path(), "clients-ca.pem", &clients.cert_pem);
+    let f = Fixture::start_in(
+        dir,
+        &format!("[server.tls.client_auth]\nca = \"{}\"\n", ca_path.display()),
+        &format!("{CLIENT_AUTH}[rate_limit]\nprincipal = {{ rate = \"1/h\", burst = 2 }}\n"),
+    )
+    .await;
+    let loader = clients.client("etl-loader", "Acme", &[], &[]);
+    let dashboard = clients.client("dashboard", "Acme", &[], &["spiffe://acme/dashboard"]);
+    for _ in 0..2 {
+        let reply = as_client(&f, Some(&loader), request("GET", "/v0/pipelines")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    let reply = as_client(&f, Some(&loader), request("GET", "/v0/pipelines")).await;
+    let details = reply.error(429, "RateLimitExceeded");
+    assert_eq!(details["policy"], "principal", "{details}");
+    // Another certificate is another principal, with its own budget.
+    let reply = as_client(&f, Some(&dashboard), request("GET", "/v0/pipelines")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
