@@ -137,6 +137,8 @@ pub struct Runtime {
     pub identity_provider: Option<IdentityProviderAnswer>,
     /// `None` without `[server.tls]` (the listener speaks clear text).
     pub tls: Option<Arc<TlsTerminator>>,
+    /// `None` without `[admin.tls]`.
+    pub admin_tls: Option<Arc<TlsTerminator>>,
 }
 
 impl Runtime {
@@ -199,27 +201,22 @@ impl Runtime {
             },
             None => None,
         };
-        // An unchanged `[server.tls]` carries the terminator (its session cache and ticket
-        // key), whose files are then checked at once, as `SIGHUP` promises.
-        let tls = match &config.server.tls {
-            None => None,
-            Some(tls) => match previous.and_then(|p| p.tls.clone()) {
-                Some(carried) if carried.serves(tls) => match carried.reload_if_changed() {
-                    Ok(_) => Some(carried),
-                    Err(more) => {
-                        problems.extend(more);
-                        None
-                    }
-                },
-                _ => match TlsTerminator::build(tls, "server.tls", &process.tls) {
-                    Ok(terminator) => Some(Arc::new(terminator)),
-                    Err(more) => {
-                        problems.extend(more);
-                        None
-                    }
-                },
-            },
-        };
+        // An unchanged `[server.tls]` (`[admin.tls]`) carries the terminator (its session
+        // cache and ticket key), whose files are then checked at once, as `SIGHUP` promises.
+        let tls = terminator(
+            config.server.tls.as_ref(),
+            "server.tls",
+            previous.and_then(|p| p.tls.clone()),
+            process,
+            &mut problems,
+        );
+        let admin_tls = terminator(
+            config.admin.as_ref().and_then(|a| a.tls.as_ref()),
+            "admin.tls",
+            previous.and_then(|p| p.admin_tls.clone()),
+            process,
+            &mut problems,
+        );
         let (routes, authenticator) = match (routes, authenticator) {
             (Ok(routes), Ok(authenticator)) => (routes, authenticator),
             (routes, authenticator) => {
@@ -254,6 +251,7 @@ impl Runtime {
             cors,
             identity_provider,
             tls,
+            admin_tls,
         })
     }
 
@@ -290,7 +288,35 @@ impl Runtime {
                 tls.run_watch(until()).await;
             }
         };
-        tokio::join!(auth, upstreams, sweeper, certificates);
+        let admin_certificates = async {
+            if let Some(tls) = self.admin_tls.clone() {
+                tls.run_watch(until()).await;
+            }
+        };
+        tokio::join!(auth, upstreams, sweeper, certificates, admin_certificates);
+    }
+}
+
+/// The TLS terminator for `config` (problems under `at`): `previous`'s when it serves the same
+/// configuration (its files re-read), else a new one.
+fn terminator(
+    config: Option<&crate::config::TlsConfig>,
+    at: &str,
+    previous: Option<Arc<TlsTerminator>>,
+    process: &Process,
+    problems: &mut Problems,
+) -> Option<Arc<TlsTerminator>> {
+    let config = config?;
+    let built = match previous {
+        Some(carried) if carried.serves(config) => carried.reload_if_changed().map(|_| carried),
+        _ => TlsTerminator::build(config, at, &process.tls).map(Arc::new),
+    };
+    match built {
+        Ok(terminator) => Some(terminator),
+        Err(more) => {
+            problems.extend(more);
+            None
+        }
     }
 }
 

@@ -727,3 +727,38 @@ async fn a_client_certificate_principal_has_its_own_rate_limit_budget() {
     let reply = as_client(&f, Some(&dashboard), request("GET", "/v0/pipelines")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
 }
+
+#[tokio::test]
+async fn the_admin_listener_may_speak_tls_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    let f = Fixture::start_in(
+        dir,
+        "",
+        &format!(
+            "{AUTH_OFF}[admin]\nlisten = \"127.0.0.1:0\"\n[admin.tls]\ncert = \"{d}/cert.pem\"\n\
+             key = \"{d}/key.pem\"\n"
+        ),
+    )
+    .await;
+    let admin = f.gw.admin_addr().expect("admin listener");
+    let stream = pki::connect(admin, "localhost", f.client(&["http/1.1"]))
+        .await
+        .expect("TLS handshake with the admin listener");
+    let reply = pki::send_tls(stream, request("GET", "/metrics"))
+        .await
+        .expect("reply");
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .text()
+            .contains("pipeline_gateway_tls_handshakes_total{result=\"ok\"} 1"),
+        "{}",
+        reply.text()
+    );
+    let reply = raw(admin, b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n").await;
+    assert_eq!(
+        reply.error(400, "InvalidRequest")["reason"],
+        "plain_http_on_tls_port"
+    );
+}

@@ -115,6 +115,9 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// `[admin.tls]`: the admin listener over TLS (the same keys as `[server.tls]`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// How the client's `Authorization` travels to an upstream.
@@ -424,6 +427,16 @@ impl Config {
         }
         if let Some(tls) = &s.tls {
             tls.check("server.tls", problems);
+        }
+        if let Some(tls) = self.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            tls.check("admin.tls", problems);
+            if !tls.sni.is_empty() || tls.client_auth.is_some() {
+                problems.push(
+                    "admin.tls",
+                    "the admin listener takes cert, key, min_version, alpn and timeouts only \
+                     (no sni, no client_auth)",
+                );
+            }
         }
         for (i, redirect) in s.redirect.iter().enumerate() {
             if s.tls.is_none() {
