@@ -550,11 +550,11 @@ fn load(
     let mut server = builder
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(Certificates { default, by_name }));
+    // rustls picks the first of ours the client offers (our order decides), and refuses a
+    // client that offers ALPN without any of ours (`no_application_protocol`).
     server.alpn_protocols = config.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     server.session_storage = sessions.clone();
     server.ticketer = ticketer.clone();
-    // A client that offers ALPN without any protocol we speak is refused (no_application_protocol).
-    server.ignore_client_order = false;
     Ok(Loaded {
         server: Arc::new(server),
         expiries,

@@ -762,3 +762,32 @@ async fn the_admin_listener_may_speak_tls_too() {
         "plain_http_on_tls_port"
     );
 }
+
+#[tokio::test]
+async fn sessions_resume_and_survive_a_certificate_reload() {
+    let f = Fixture::start("", AUTH_OFF).await;
+    let terminator = f.gw.runtime().tls.clone().expect("TLS is on");
+    // One client configuration: its session store carries tickets between connections.
+    let client = f.client(&["http/1.1"]);
+    let resumed = async |expected: bool| {
+        let stream = pki::connect(f.gw.local_addr(), "localhost", client.clone())
+            .await
+            .expect("handshake");
+        let kind = stream.get_ref().1.handshake_kind();
+        // A whole exchange, so that the server's session tickets are read.
+        let reply = pki::send_tls(stream, request("GET", "/v0/pipelines"))
+            .await
+            .expect("reply");
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            kind == Some(rustls::HandshakeKind::Resumed),
+            expected,
+            "{kind:?}"
+        );
+    };
+    resumed(false).await;
+    resumed(true).await;
+    install(f.dir.path(), &f.ca.server(&["localhost", "127.0.0.1"], 2));
+    assert_eq!(terminator.reload_if_changed().ok(), Some(true));
+    resumed(true).await;
+}
