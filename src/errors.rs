@@ -284,6 +284,17 @@ impl GatewayError {
         .with_details(json!({ "reason": reason }))
     }
 
+    /// 400: a plain HTTP request on a listener that speaks TLS (answered before any TLS, then
+    /// the connection is closed).
+    pub fn plain_http_on_tls_port() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            "This port speaks TLS: send the request with https://",
+        )
+        .with_details(json!({ "reason": "plain_http_on_tls_port" }))
+    }
+
     /// 501: a transfer coding the gateway does not implement (RFC 9112 §6.1).
     pub fn unsupported_transfer_coding(coding: &str) -> Self {
         let coding: String = coding.chars().take(64).collect();

@@ -78,6 +78,8 @@ struct Shared {
     process: Arc<Process>,
     addresses: ArcSwap<Addresses>,
     config_path: Option<PathBuf>,
+    /// `[[server.redirect]]` listeners (bound at start, kept across reloads).
+    redirects: Vec<SocketAddr>,
     live: Mutex<Live>,
     reloads: mpsc::Sender<ReloadRequest>,
     /// The gateway's shutdown: every listener and runtime stops on it too.
@@ -214,6 +216,21 @@ impl Gateway {
         );
         let client = serve_client(listener, current.clone(), configured, signal.clone());
         tracing::info!(local_addr = %client.local, "pipeline-gateway listening");
+        let mut redirects = Vec::new();
+        let mut redirect_tasks = Vec::new();
+        for redirect in &runtime.config.server.redirect {
+            let listener = server::bind(redirect.listen)
+                .with_context(|| format!("cannot listen on {} (redirect)", redirect.listen))?;
+            let local = listener.local_addr().unwrap_or(redirect.listen);
+            let https_port = redirect.https_port.unwrap_or(client.local.port());
+            tracing::info!(local_addr = %local, https_port, "redirecting to https");
+            redirects.push(local);
+            redirect_tasks.push(tokio::spawn(server::redirect::serve(
+                listener,
+                https_port,
+                stopped(signal.clone()),
+            )));
+        }
         let addresses = ArcSwap::from_pointee(Addresses {
             client: client.local,
             admin: admin.as_ref().map(|a| a.local),
@@ -223,6 +240,7 @@ impl Gateway {
             process,
             addresses,
             config_path,
+            redirects,
             live: Mutex::new(Live {
                 runtime_stop,
                 client,
@@ -237,6 +255,7 @@ impl Gateway {
             requests,
             signal.clone(),
         ))];
+        tasks.extend(redirect_tasks);
         if runtime.config.server.watch_config {
             if let Some(path) = shared.config_path.clone() {
                 tasks.push(tokio::spawn(watch_file(shared.clone(), path, signal)));
@@ -254,9 +273,18 @@ impl Gateway {
         self.shared.addresses.load().client
     }
 
-    /// `http://ADDR` of the client-facing listener.
+    /// `http://ADDR` of the client-facing listener (`https://ADDR` with `[server.tls]`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.local_addr())
+        let scheme = match self.shared.current.load().runtime.tls {
+            Some(_) => "https",
+            None => "http",
+        };
+        format!("{scheme}://{}", self.local_addr())
+    }
+
+    /// The `[[server.redirect]]` listeners' addresses, in configuration order.
+    pub fn redirect_addrs(&self) -> &[SocketAddr] {
+        &self.shared.redirects
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {

@@ -11,7 +11,7 @@
 //!    vocabulary
 //! 2. `config` — plain data and its checks
 //! 3. `validate`, `routing`, `auth`, `ratelimit`, `proxy`, `limits`, `telemetry`, `outbound`,
-//!    `cors`, `console`
+//!    `cors`, `console`, `tls`
 //! 4. `runtime` — everything of floor 3, built from one configuration
 //! 5. `stack`, `server` — the request path and the listeners over a runtime
 //! 6. `gateway` and this file — the running gateway: listeners, the current snapshot, reloads
@@ -37,6 +37,7 @@ pub mod runtime;
 pub mod server;
 pub mod stack;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 pub mod wire;
 
@@ -52,4 +53,13 @@ pub fn check_config(path: &std::path::Path) -> Result<Config, config::ConfigErro
     let config = Config::load(path)?;
     Runtime::build(config.clone(), &Process::new())?;
     Ok(config)
+}
+
+/// What `check-config` warns about without refusing the configuration: certificates with
+/// less than 14 days left (each line names the key path and the date).
+pub fn config_warnings(config: &Config) -> Vec<String> {
+    match &config.server.tls {
+        Some(tls) => tls::warnings(tls, "server.tls", std::time::SystemTime::now()),
+        None => Vec::new(),
+    }
 }

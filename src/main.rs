@@ -47,7 +47,12 @@ enum Command {
     /// Run the stand-in pipeline manager (an in-memory imitation for demos and tests).
     StandIn(StandinArgs),
     /// The stand-in manager and the gateway on loopback, with curl commands to try.
-    Demo,
+    Demo {
+        /// Serve https with a throwaway CA and certificate made at start (the curl lines use
+        /// `--cacert`).
+        #[arg(long)]
+        tls: bool,
+    },
     /// Make or hash Feldera API keys.
     Apikey {
         #[command(subcommand)]
@@ -191,7 +196,10 @@ fn main() -> ExitCode {
             .map_err(|e| format!("cannot start the runtime: {e}"))
             .and_then(|runtime| runtime.block_on(async { load(cli.config.as_ref(), true) }));
         return match checked {
-            Ok(_) => {
+            Ok(config) => {
+                for warning in pipeline_gateway::config_warnings(&config) {
+                    eprintln!("warning: {warning}");
+                }
                 println!("configuration is valid");
                 ExitCode::SUCCESS
             }
@@ -230,13 +238,17 @@ fn main() -> ExitCode {
                 serve(config, path).await
             }
             Command::StandIn(args) => feldera_standin::cli::run(args).await,
-            Command::Demo => {
+            Command::Demo { tls } => {
                 let path = cli
                     .config
                     .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
-                let config = load(Some(&path), false).map_err(anyhow::Error::msg)?;
+                let mut config = load(Some(&path), false).map_err(anyhow::Error::msg)?;
+                let ca = match tls {
+                    true => Some(demo::throwaway_tls(&mut config)?),
+                    false => None,
+                };
                 let (gateway, standin) = demo::start(config).await?;
-                println!("{}", demo::instructions(&gateway, &standin));
+                println!("{}", demo::instructions(&gateway, &standin, ca.as_deref()));
                 shutdown_signal().await;
                 gateway.shutdown().await;
                 standin.shutdown().await;

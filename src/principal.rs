@@ -14,6 +14,9 @@ pub enum Credential {
     ApiKey { name: Arc<str> },
     /// A verified JWT.
     Jwt { issuer: Arc<str>, subject: Arc<str> },
+    /// A verified TLS client certificate, known by the `[[auth.client_certs]]` value it
+    /// matched (`subject`, `san_dns` or `san_uri`).
+    ClientCert { matched: Arc<str> },
     /// Authentication is off (`[auth] mode = "off"`): everyone is this principal.
     Anonymous,
 }
@@ -21,7 +24,8 @@ pub enum Credential {
 /// A verified caller.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    /// Stable identity for rate limiting and logs: `key:<name>` or `jwt:<iss>#<sub>`.
+    /// Stable identity for rate limiting and logs: `key:<name>`, `jwt:<iss>#<sub>` or
+    /// `cert:<matched value>`.
     /// Different tokens of the same subject share it.
     pub id: Arc<str>,
     pub credential: Credential,
@@ -46,6 +50,18 @@ impl Principal {
             credential: Credential::Jwt {
                 issuer: issuer.into(),
                 subject: subject.into(),
+            },
+            role,
+            tenant,
+        }
+    }
+
+    /// The principal of a verified client certificate that matched `matched`.
+    pub fn client_cert(matched: &str, role: Role, tenant: Option<Arc<str>>) -> Principal {
+        Principal {
+            id: format!("cert:{matched}").into(),
+            credential: Credential::ClientCert {
+                matched: matched.into(),
             },
             role,
             tenant,

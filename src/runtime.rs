@@ -29,6 +29,7 @@ use crate::proxy::{Upstream, Upstreams};
 use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
 use crate::routing::RouteTable;
 use crate::telemetry::Metrics;
+use crate::tls::{TlsMetrics, TlsTerminator};
 
 /// What outlives every runtime: metrics and the clock.
 pub struct Process {
@@ -36,6 +37,7 @@ pub struct Process {
     pub auth: AuthMetrics,
     pub rate_limits: RateLimitMetrics,
     pub reloads: ReloadMetrics,
+    pub tls: TlsMetrics,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -99,11 +101,14 @@ impl Process {
         rate_limits.register(metrics.registry_mut());
         let reloads = ReloadMetrics::default();
         reloads.register(metrics.registry_mut());
+        let tls = TlsMetrics::default();
+        tls.register(metrics.registry_mut());
         Process {
             metrics: Arc::new(metrics),
             auth,
             rate_limits,
             reloads,
+            tls,
             clock,
         }
     }
@@ -130,6 +135,10 @@ pub struct Runtime {
     pub cors: Option<Arc<CorsPolicy>>,
     /// `None` without `[console.authentication]`.
     pub identity_provider: Option<IdentityProviderAnswer>,
+    /// `None` without `[server.tls]` (the listener speaks clear text).
+    pub tls: Option<Arc<TlsTerminator>>,
+    /// `None` without `[admin.tls]`.
+    pub admin_tls: Option<Arc<TlsTerminator>>,
 }
 
 impl Runtime {
@@ -196,6 +205,22 @@ impl Runtime {
             },
             None => None,
         };
+        // An unchanged `[server.tls]` (`[admin.tls]`) carries the terminator (its session
+        // cache and ticket key), whose files are then checked at once, as `SIGHUP` promises.
+        let tls = terminator(
+            config.server.tls.as_ref(),
+            "server.tls",
+            previous.and_then(|p| p.tls.clone()),
+            process,
+            &mut problems,
+        );
+        let admin_tls = terminator(
+            config.admin.as_ref().and_then(|a| a.tls.as_ref()),
+            "admin.tls",
+            previous.and_then(|p| p.admin_tls.clone()),
+            process,
+            &mut problems,
+        );
         let (routes, authenticator) = match (routes, authenticator) {
             (Ok(routes), Ok(authenticator)) => (routes, authenticator),
             (routes, authenticator) => {
@@ -229,6 +254,8 @@ impl Runtime {
             rate_limits,
             cors,
             identity_provider,
+            tls,
+            admin_tls,
         })
     }
 
@@ -256,13 +283,44 @@ impl Runtime {
                 .iter()
                 .map(|upstream| upstream.clone().run_health_checks(watch_files, until())),
         );
-        match self.rate_limits.clone() {
-            Some(limits) => {
-                tokio::join!(auth, upstreams, limits.run_sweeper(until()));
+        let sweeper = async {
+            if let Some(limits) = self.rate_limits.clone() {
+                limits.run_sweeper(until()).await;
             }
-            None => {
-                tokio::join!(auth, upstreams);
+        };
+        let certificates = async {
+            if let Some(tls) = self.tls.clone() {
+                tls.run_watch(until()).await;
             }
+        };
+        let admin_certificates = async {
+            if let Some(tls) = self.admin_tls.clone() {
+                tls.run_watch(until()).await;
+            }
+        };
+        tokio::join!(auth, upstreams, sweeper, certificates, admin_certificates);
+    }
+}
+
+/// The TLS terminator for `config` (problems under `at`): `previous`'s when it serves the same
+/// configuration (its files re-read), else a new one.
+fn terminator(
+    config: Option<&crate::config::TlsConfig>,
+    at: &str,
+    previous: Option<Arc<TlsTerminator>>,
+    process: &Process,
+    problems: &mut Problems,
+) -> Option<Arc<TlsTerminator>> {
+    let config = config?;
+    let built = match previous {
+        Some(carried) if carried.serves(config) => carried.reload_if_changed().map(|_| carried),
+        _ => TlsTerminator::build(config, at, &process.tls).map(Arc::new),
+    };
+    match built {
+        Ok(terminator) => Some(terminator),
+        Err(more) => {
+            problems.extend(more);
+            None
         }
     }
 }

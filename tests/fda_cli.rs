@@ -2,7 +2,8 @@
 //!
 //! Each test starts a seeded stand-in manager and a gateway in front of it with auth off, and
 //! runs the real `fda` binary against the gateway only: `fda` attaches credentials only to
-//! `https://` hosts, so the authenticated case belongs with the gateway's TLS listener. Every
+//! `https://` hosts, so the authenticated case runs against the gateway's TLS listener
+//! (`--tls-cert` with the test CA, `--auth apikey:…`: the key is sent and checked). Every
 //! `fda` run is killed after [`FDA_DEADLINE`], so a hang fails the test instead of hanging CI.
 //! Assertions cover the exit status, what `fda` prints, and what the stand-in received.
 //!
@@ -30,6 +31,8 @@ const PROGRAM: &str = "CREATE TABLE orders_in (id BIGINT NOT NULL, amount DECIMA
 struct Fda {
     program: PathBuf,
     host: String,
+    /// Global options before the command (`--tls-cert …`, `--auth …`).
+    options: Vec<String>,
 }
 
 /// What one `fda` run did.
@@ -69,9 +72,15 @@ impl std::fmt::Display for FdaRun {
 impl Fda {
     /// `None` when `fda` is not installed (and tools are not required).
     fn at(host: &str) -> Option<Fda> {
+        Fda::with_options(host, &[])
+    }
+
+    /// `fda --host <host> <options…>`.
+    fn with_options(host: &str, options: &[&str]) -> Option<Fda> {
         Some(Fda {
             program: support::tools::fda()?,
             host: host.to_owned(),
+            options: options.iter().map(|o| o.to_string()).collect(),
         })
     }
 
@@ -82,11 +91,17 @@ impl Fda {
     /// Runs `fda --host <host> <args>`, feeding `stdin` if given (else an empty stdin, so a
     /// prompt could never wait for a terminal), and kills it after [`FDA_DEADLINE`].
     async fn run_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> FdaRun {
-        let command = format!("fda --host {} {}", self.host, args.join(" "));
+        let command = format!(
+            "fda --host {} {} {}",
+            self.host,
+            self.options.join(" "),
+            args.join(" ")
+        );
         let mut process = tokio::process::Command::new(&self.program);
         process
             .arg("--host")
             .arg(&self.host)
+            .args(&self.options)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -363,4 +378,114 @@ async fn fda_deletes_stopped_pipelines_without_a_prompt_and_not_a_running_one() 
             "GET /v0/pipelines/live?selector=status",
         ]
     );
+}
+
+/// The seeded stand-in (plus `old`, stopped) behind a gateway on TLS with authentication on
+/// and one API key (`ci`, role `write`); the CA file to trust.
+async fn tls_gateway_and_standin(dir: &std::path::Path, key: &str) -> (Gateway, Standin, PathBuf) {
+    let mut options: StandinOptions = seeded();
+    options.seed.push(SeedPipeline {
+        name: "old".into(),
+        status: SeedStatus::Stopped,
+    });
+    let upstream = standin_with(options).await;
+    let ca = support::pki::TestCa::new("fda test CA");
+    let pair = ca.server(&["localhost", "127.0.0.1"], 1);
+    let ca_path = support::pki::write(dir, "ca.pem", &ca.cert_pem);
+    let cert = support::pki::write(dir, "cert.pem", &pair.cert_pem);
+    let key_path = support::pki::write(dir, "key.pem", &pair.key_pem);
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[server.tls]
+cert = "{cert}"
+key = "{key_path}"
+[[upstreams]]
+name = "primary"
+endpoints = ["{url}"]
+[[routes]]
+pipelines = ["*"]
+upstream = "primary"
+default = true
+[[auth.api_keys]]
+name = "ci"
+sha256 = "{hash}"
+role = "write"
+"#,
+        cert = cert.display(),
+        key_path = key_path.display(),
+        url = upstream.url(),
+        hash = pipeline_gateway::auth::apikey::hash(key),
+    );
+    (gateway(&toml).await, upstream, ca_path)
+}
+
+/// A well-formed API key made of `c`.
+fn api_key(c: char) -> String {
+    format!("apikey:{}", c.to_string().repeat(128))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fda_over_https_sends_its_api_key_and_lists_shows_and_starts_pipelines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = api_key('k');
+    let (gw, upstream, ca) = tls_gateway_and_standin(dir.path(), &key).await;
+    let host = format!("https://localhost:{}", gw.local_addr().port());
+    let ca = ca.to_str().expect("UTF-8 path").to_owned();
+    let auth = format!("--auth={key}");
+    let Some(fda) = Fda::with_options(&host, &["--tls-cert", &ca, &auth]) else {
+        return;
+    };
+
+    let run = fda.run(&["pipelines"]).await;
+    let rows = table_rows(run.success());
+    assert!(
+        !run.stderr.contains("not added to the request"),
+        "over https fda sends its credentials: {run}"
+    );
+    assert_eq!(rows[0], ["name", "status"], "{run}");
+    assert!(
+        rows.iter().any(|r| r[0] == "old" && r[1] == "Stopped"),
+        "{run}"
+    );
+
+    let run = fda.run(&["status", "live"]).await;
+    assert_eq!(
+        field(&table_rows(run.success()), "deployment_status"),
+        "Running",
+        "{run}"
+    );
+
+    let run = fda.run(&["start", "old"]).await;
+    run.success();
+    let running = eventually(Duration::from_secs(30), async || {
+        let run = fda.run(&["status", "old"]).await;
+        run.status.success() && field(&table_rows(&run.stdout), "deployment_status") == "Running"
+    })
+    .await;
+    assert!(running, "`fda start` took `old` to Running");
+    // Every request reached the manager authenticated by the gateway (auth is on: without the
+    // key each would have been a 401 that never left the gateway).
+    let received = seen(&upstream);
+    assert!(
+        received.contains(&"GET /v0/pipelines".to_owned()),
+        "{received:?}"
+    );
+    assert!(
+        received
+            .iter()
+            .any(|r| r.starts_with("POST /v0/pipelines/old/start")),
+        "{received:?}"
+    );
+
+    // A wrong key is sent too, and refused by the gateway: the manager never sees it.
+    upstream.clear_requests();
+    let wrong = format!("--auth={}", api_key('w'));
+    let Some(fda) = Fda::with_options(&host, &["--tls-cert", &ca, &wrong]) else {
+        return;
+    };
+    let run = fda.run(&["pipelines"]).await;
+    assert!(run.failure().contains("Unauthorized API key"), "{run}");
+    assert_eq!(seen(&upstream), Vec::<String>::new());
 }

@@ -36,15 +36,29 @@ fn sdk_available() -> bool {
 
 /// Runs the SDK script against `url` and asserts that every selected check passed.
 pub fn run_sdk(url: &str, api_key: Option<&str>, checks: &str) {
+    run_sdk_trusting(url, api_key, checks, None)
+}
+
+/// [`run_sdk`] over https, the SDK trusting the CA in the file `ca` (`requests_verify`).
+pub fn run_sdk_trusting(
+    url: &str,
+    api_key: Option<&str>,
+    checks: &str,
+    ca: Option<&std::path::Path>,
+) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/sdk_client.py");
     let mut command = Command::new("python3");
     command
         .arg(script)
         .env("FELDERA_HOST", url)
         .env("SDK_CHECKS", checks)
-        .env_remove("FELDERA_API_KEY");
+        .env_remove("FELDERA_API_KEY")
+        .env_remove("FELDERA_CA");
     if let Some(key) = api_key {
         command.env("FELDERA_API_KEY", key);
+    }
+    if let Some(ca) = ca {
+        command.env("FELDERA_CA", ca);
     }
     let output = command.output().expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -158,6 +172,17 @@ async fn authenticated_pair_with(
     signer: &TestKey,
     edition: Edition,
 ) -> (pipeline_gateway::Gateway, feldera_standin::Standin) {
+    authenticated_pair_tls(dir, client_key, signer, edition, "").await
+}
+
+/// [`authenticated_pair_with`] with `tls` (a `[server.tls]` section, or nothing).
+async fn authenticated_pair_tls(
+    dir: &std::path::Path,
+    client_key: &str,
+    signer: &TestKey,
+    edition: Edition,
+    tls: &str,
+) -> (pipeline_gateway::Gateway, feldera_standin::Standin) {
     let manager_key = alnum_key(3);
     // SAFETY of the test: the variable is only read by gateways built in this file.
     std::env::set_var(MANAGER_KEY_ENV, &manager_key);
@@ -173,7 +198,7 @@ async fn authenticated_pair_with(
         r#"
 [server]
 listen = "127.0.0.1:0"
-
+{tls}
 [[upstreams]]
 name = "primary"
 endpoints = ["{url}"]
@@ -320,4 +345,62 @@ async fn sdk_without_a_credential_sees_authentication_failed() {
         upstream.requests().is_empty(),
         "nothing reached the manager"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_over_https_trusts_the_test_ca_with_an_api_key_and_a_jwt() {
+    if !sdk_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = support::pki::TestCa::new("sdk test CA");
+    let pair = ca.server(&["localhost", "127.0.0.1"], 1);
+    let ca_path = support::pki::write(dir.path(), "ca.pem", &ca.cert_pem);
+    let cert = support::pki::write(dir.path(), "cert.pem", &pair.cert_pem);
+    let key = support::pki::write(dir.path(), "key.pem", &pair.key_pem);
+    let tls = format!(
+        "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let client_key = alnum_key(11);
+    let signer = TestKey::rs256("sdk-key-1");
+    let token = signer.token(&json!({
+        "iss": "https://idp.test/",
+        "aud": "feldera-api",
+        "sub": "sdk-user",
+        "exp": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 600,
+        "feldera_role": "write",
+    }));
+    for credential in [client_key.clone(), token] {
+        // A fresh pair per credential: each run takes `fresh` from Stopped to Running.
+        let (gw, _upstream) =
+            authenticated_pair_tls(dir.path(), &client_key, &signer, Edition::Enterprise, &tls)
+                .await;
+        let url = gw.url();
+        assert!(url.starts_with("https://"), "{url}");
+        let ca = ca_path.clone();
+        tokio::task::spawn_blocking(move || {
+            run_sdk_trusting(
+                &url,
+                Some(&credential),
+                "standby_pipeline_activates_to_running,bad_name_is_rejected_with_feldera_error",
+                Some(&ca),
+            )
+        })
+        .await
+        .expect("SDK run over https");
+        // Without a credential, over the same https: the gateway's 401.
+        let url = gw.url();
+        let ca = ca_path.clone();
+        tokio::task::spawn_blocking(move || {
+            run_sdk_trusting(&url, None, "unauthenticated_is_rejected", Some(&ca))
+        })
+        .await
+        .expect("SDK run without a credential");
+    }
 }

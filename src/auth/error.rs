@@ -12,6 +12,8 @@
 //! - 403 `InsufficientPermissions` with the manager's message and `details
 //!   {"required","actual"}`; for a `/v0` path missing from the role table, `required` is
 //!   `null` and `reason` is `unclassified_endpoint`.
+//! - 403 `InsufficientPermissions` with `details.reason = "client_certificate_not_mapped"`
+//!   for a verified TLS client certificate that no `[[auth.client_certs]]` entry maps.
 //! - 403 `NotATenantMember` when the client asks for a tenant its principal does not belong to,
 //!   or the token names a tenant outside its issuer's `tenants`.
 //!
@@ -152,6 +154,9 @@ pub enum AuthError {
         tenant: Option<String>,
         outside_issuer: bool,
     },
+    /// A verified client certificate that no `[[auth.client_certs]]` entry maps.
+    #[error("the client certificate matches no [[auth.client_certs]] entry")]
+    UnmappedClientCertificate { subject: String },
     /// Not the client's doing: the stack is out of order (a 500).
     #[error("{0}")]
     Internal(GatewayError),
@@ -213,6 +218,17 @@ impl From<AuthError> for GatewayError {
                 ),
             )
             .with_details(json!({ "required": required.as_str(), "actual": actual.as_str() })),
+            AuthError::UnmappedClientCertificate { subject } => GatewayError::new(
+                StatusCode::FORBIDDEN,
+                "InsufficientPermissions",
+                "Insufficient permissions: the client certificate is not mapped to any role",
+            )
+            .with_details(json!({
+                "required": null,
+                "actual": null,
+                "reason": "client_certificate_not_mapped",
+            }))
+            .with_internal(format!("unmapped client certificate subject {subject}")),
             AuthError::UnclassifiedEndpoint { actual } => GatewayError::new(
                 StatusCode::FORBIDDEN,
                 "InsufficientPermissions",

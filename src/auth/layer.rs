@@ -9,7 +9,10 @@
 //!    pass. Nothing else happens.
 //! 3. Public paths pass without reading any credential.
 //! 4. The credential (`Authorization: Bearer …`, or the WebSocket subprotocol) is required
-//!    (`missing_credentials`); `apikey:…` goes to the key store, anything else is a JWT: the
+//!    (`missing_credentials`) — unless the connection has a verified TLS client certificate
+//!    and the request carries no bearer credential: then `[[auth.client_certs]]` maps the
+//!    certificate to the principal (`client_cert`), or refuses it with 403. A bearer
+//!    credential always decides when present, certificate or not; `apikey:…` goes to the key store, anything else is a JWT: the
 //!    verified-token cache first, then full verification. An unknown `kid` (or no key set
 //!    yet) waits for one shared, rate-limited refetch and is verified once more; only that path
 //!    is asynchronous — every other request is decided without awaiting.
@@ -45,6 +48,7 @@ use crate::wire::FELDERA_TENANT;
 use super::apikey;
 use super::authorize::{authorize, select_tenant, Requirement};
 use super::cache::token_key;
+use super::client_cert::ClientCertMap;
 use super::credential;
 use super::jwks::{IssuerKeySet, KeySetMetrics};
 use super::jwt::{Outcome, Verifier, MAX_TOKEN_BYTES};
@@ -63,6 +67,7 @@ struct FailureLabels {
 pub struct Authenticator {
     policy: AuthPolicy,
     state: AuthState,
+    client_certs: ClientCertMap,
     clock: Arc<dyn Clock>,
     metrics: AuthMetrics,
 }
@@ -191,6 +196,7 @@ impl Authenticator {
         Ok(Authenticator {
             policy,
             state,
+            client_certs: ClientCertMap::new(&config.client_certs),
             clock,
             metrics: metrics.clone(),
         })
@@ -355,7 +361,15 @@ impl Authenticator {
         }
         let presented = match credential::bearer(request.headers()) {
             Ok(Some(presented)) => presented,
-            Ok(None) => return self.fail(Reason::MissingCredentials.into()),
+            Ok(None) => {
+                let certificate = RequestContext::of(request)
+                    .ok()
+                    .and_then(|context| context.connection().client_certificate.clone());
+                return match certificate {
+                    Some(certificate) => self.begin_client_cert(request, &certificate, requirement),
+                    None => self.fail(Reason::MissingCredentials.into()),
+                };
+            }
             Err(reason) => return self.fail(reason.into()),
         };
         let tenants = match credential::requested_tenants(request.headers()) {
@@ -377,6 +391,29 @@ impl Authenticator {
                 tenants,
             },
             Err(error) => self.fail(error),
+        }
+    }
+
+    /// A request without a bearer credential on a connection with a verified client
+    /// certificate.
+    fn begin_client_cert(
+        &self,
+        request: &mut Request,
+        certificate: &crate::context::ClientCertificate,
+        requirement: Requirement,
+    ) -> Begin {
+        let tenants = match credential::requested_tenants(request.headers()) {
+            Ok(tenants) => tenants,
+            Err(reason) => return self.fail(reason.into()),
+        };
+        let Some(identity) = self.client_certs.identify(certificate) else {
+            return Begin::Fail(AuthError::UnmappedClientCertificate {
+                subject: certificate.subject.clone(),
+            });
+        };
+        match self.finish(request, &identity, requirement, &tenants) {
+            Ok(()) => Begin::Pass,
+            Err(error) => Begin::Fail(error),
         }
     }
 

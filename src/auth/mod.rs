@@ -1,6 +1,7 @@
 //! Edge authentication and authorization.
 //!
-//! Owns: credentials (JWTs from several issuers with rotating key sets, Feldera API keys), the
+//! Owns: credentials (JWTs from several issuers with rotating key sets, Feldera API keys,
+//! verified TLS client certificates mapped by [`client_cert`]), the
 //! [`Principal`] a request speaks for, its tenant, and the minimum-role check per endpoint.
 //! The layer ([`AuthLayer`]) sits after route classification (it needs the endpoint's minimum
 //! role) and before rate limiting by principal. It deliberately does not touch the request
@@ -28,6 +29,7 @@ pub mod authorize;
 pub mod cache;
 pub mod claims;
 pub mod cli;
+pub mod client_cert;
 pub mod credential;
 pub mod error;
 pub mod jwks;

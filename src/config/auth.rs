@@ -91,6 +91,9 @@ pub struct AuthConfig {
     /// Longest a verified token is remembered (never past its `exp`).
     #[serde(with = "humantime_serde")]
     pub token_cache_ttl: Duration,
+    /// Verified TLS client certificates that speak for a principal (with
+    /// `[server.tls.client_auth]`).
+    pub client_certs: Vec<super::tls::ClientCertConfig>,
 }
 
 impl Default for AuthConfig {
@@ -108,6 +111,7 @@ impl Default for AuthConfig {
             trust_tenant_header: false,
             token_cache_size: 10_000,
             token_cache_ttl: Duration::from_secs(300),
+            client_certs: Vec::new(),
         }
     }
 }
@@ -482,6 +486,9 @@ impl AuthConfig {
             if !route.path.to_string().starts_with("/v0/") {
                 problems.push(format!("{at}.routes[{i}].path"), "must start with /v0/");
             }
+        }
+        for (i, entry) in self.client_certs.iter().enumerate() {
+            entry.check(&format!("{at}.client_certs[{i}]"), problems);
         }
         for (claim, header) in &self.claim_headers {
             if RESERVED_HEADERS.contains(&header.0.as_str()) {

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod browser;
 pub mod ratelimit;
+pub mod tls;
 pub mod upstream;
 pub mod values;
 
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::AuthConfig;
 pub use self::browser::{ConsoleConfig, CorsConfig};
 pub use self::ratelimit::RateLimitConfig;
+pub use self::tls::{ClientCertConfig, RedirectConfig, TlsConfig};
 pub use self::upstream::{HealthConfig, OutlierConfig, RetryConfig, UpstreamTlsConfig};
 pub use self::values::{EndpointUrl, NameGlob, PathGlob};
 
@@ -82,6 +84,10 @@ pub struct ServerConfig {
     /// Reload the whole configuration when this file changes (checked every second), as on
     /// `SIGHUP` or `POST /reload`.
     pub watch_config: bool,
+    /// `[server.tls]`: TLS termination on `listen` (clear text without it).
+    pub tls: Option<TlsConfig>,
+    /// `[[server.redirect]]`: plain-HTTP listeners that only redirect to https.
+    pub redirect: Vec<RedirectConfig>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +104,8 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_in_flight: 10_000,
             watch_config: false,
+            tls: None,
+            redirect: Vec::new(),
         }
     }
 }
@@ -107,6 +115,9 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// `[admin.tls]`: the admin listener over TLS (the same keys as `[server.tls]`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// How the client's `Authorization` travels to an upstream.
@@ -227,6 +238,9 @@ pub struct RouteConfig {
 
 /// What `[[routes]] issuers` calls the gateway's own API keys.
 pub const API_KEYS_ISSUER: &str = "apikey";
+
+/// What `[[routes]] issuers` calls verified client certificates (`[[auth.client_certs]]`).
+pub const CLIENT_CERTS_ISSUER: &str = "client_cert";
 
 /// One problem found in a configuration, with the key path it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -414,6 +428,40 @@ impl Config {
         if s.max_in_flight == 0 {
             problems.push("server.max_in_flight", "must be at least 1");
         }
+        if let Some(tls) = &s.tls {
+            tls.check("server.tls", problems);
+        }
+        if let Some(tls) = self.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            tls.check("admin.tls", problems);
+            if !tls.sni.is_empty() || tls.client_auth.is_some() {
+                problems.push(
+                    "admin.tls",
+                    "the admin listener takes cert, key, min_version, alpn and timeouts only \
+                     (no sni, no client_auth)",
+                );
+            }
+        }
+        for (i, redirect) in s.redirect.iter().enumerate() {
+            if s.tls.is_none() {
+                problems.push(
+                    format!("server.redirect[{i}]"),
+                    "redirects to https need [server.tls]",
+                );
+            }
+            if redirect.listen == s.listen && s.listen.port() != 0 {
+                problems.push(
+                    format!("server.redirect[{i}].listen"),
+                    "is server.listen itself",
+                );
+            }
+        }
+        let client_auth = s.tls.as_ref().is_some_and(|t| t.client_auth.is_some());
+        if !self.auth.client_certs.is_empty() && !client_auth {
+            problems.push(
+                "auth.client_certs",
+                "client certificates need [server.tls.client_auth] (nothing would verify them)",
+            );
+        }
     }
 
     fn check_upstreams(&self, problems: &mut Problems) {
@@ -567,6 +615,7 @@ impl Config {
             }
             for (j, issuer) in route.issuers.iter().enumerate() {
                 let known = issuer == API_KEYS_ISSUER
+                    || issuer == CLIENT_CERTS_ISSUER
                     || self.auth.jwt.iter().any(|jwt| jwt.issuer == *issuer);
                 if !known {
                     problems.push(

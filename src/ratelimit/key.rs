@@ -121,7 +121,9 @@ pub fn ip_key_text(key: IpAddr) -> String {
 /// authentication is off (the anonymous principal is everyone).
 pub fn principal_key(principal: &Principal, client: Option<IpAddr>) -> String {
     match principal.credential {
-        Credential::ApiKey { .. } | Credential::Jwt { .. } => principal.id.to_string(),
+        Credential::ApiKey { .. } | Credential::Jwt { .. } | Credential::ClientCert { .. } => {
+            principal.id.to_string()
+        }
         Credential::Anonymous => match client {
             Some(ip) => format!("ip:{}", ip_key_text(ip_key(ip))),
             None => "ip:unknown".to_owned(),

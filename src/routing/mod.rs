@@ -110,6 +110,7 @@ impl Route {
             None => return true,
             Some(Credential::Jwt { issuer, .. }) => &**issuer,
             Some(Credential::ApiKey { .. }) => API_KEYS_ISSUER,
+            Some(Credential::ClientCert { .. }) => crate::config::CLIENT_CERTS_ISSUER,
             Some(Credential::Anonymous) => return false,
         };
         self.issuers.iter().any(|issuer| issuer == name)

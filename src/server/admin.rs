@@ -207,7 +207,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    accept_loop(&listener, "admin", shutdown, |stream, _peer| {
+    accept_loop(&listener, "admin", shutdown, |stream, peer| {
+        // With `[admin.tls]` the handshake runs first, on the connection's own task.
+        let tls = current.load().runtime.admin_tls.clone();
         let current = current.clone();
         let metrics = metrics.clone();
         let reloads = reloads.clone();
@@ -219,6 +221,16 @@ pub async fn serve(
                 Ok::<_, Infallible>(answer(current, metrics, reloads, method, path).await)
             }
         });
+        if let Some(tls) = tls {
+            let (watcher, builder) = (graceful.watcher(), builder.clone());
+            tokio::spawn(async move {
+                if let Some((stream, _)) = super::tls::accept(stream, peer, &tls).await {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(connection.into_owned()).await;
+                }
+            });
+            return;
+        }
         let connection = graceful.watch(
             builder
                 .serve_connection(TokioIo::new(stream), service)

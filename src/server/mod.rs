@@ -1,5 +1,6 @@
-//! Listeners: the client-facing server (HTTP/1.1 and cleartext HTTP/2 on one port), the admin
-//! listener, and graceful shutdown.
+//! Listeners: the client-facing server (HTTP/1.1 and HTTP/2 on one port, in clear text or,
+//! with `[server.tls]`, over TLS with ALPN: [`tls`]), the admin listener, and graceful
+//! shutdown.
 //!
 //! Every request is served by the snapshot current when it arrives ([`Current`]): a request
 //! runs entirely on the configuration it started with, and a keep-alive connection takes the
@@ -19,6 +20,8 @@
 //! (endless streams) is dropped.
 
 pub mod admin;
+pub mod redirect;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -144,7 +147,30 @@ pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Futur
     accept_loop(&listener, "client", shutdown, |stream, peer| {
         let _ = stream.set_nodelay(true);
         // Connection-level settings come from the snapshot current when it is accepted.
-        let settings = current.load().runtime.config.server.clone();
+        let snapshot = current.load();
+        let settings = snapshot.runtime.config.server.clone();
+        if let Some(terminator) = snapshot.runtime.tls.clone() {
+            // The handshake runs on the connection's own task, under its timeout.
+            let watcher = graceful.watcher();
+            let current = current.clone();
+            tokio::spawn(async move {
+                let Some((stream, connection)) = tls::accept(stream, peer, &terminator).await
+                else {
+                    return;
+                };
+                let hyper_service = Adapter {
+                    current,
+                    connection,
+                };
+                let connection = builder(&settings)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
+                    .into_owned();
+                if let Err(error) = watcher.watch(connection).await {
+                    tracing::debug!(%peer, error = %error, "connection ended with an error");
+                }
+            });
+            return;
+        }
         let hyper_service = Adapter {
             current: current.clone(),
             connection: Arc::new(Connection::plain(peer)),

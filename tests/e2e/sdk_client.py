@@ -1,7 +1,8 @@
 """Drives pipeline-gateway with Feldera's own Python SDK.
 
 Run by tests/python_sdk.rs against a gateway in front of the stand-in manager; the gateway's
-URL is in FELDERA_HOST, an optional credential in FELDERA_API_KEY. Each check prints one
+URL is in FELDERA_HOST, an optional credential in FELDERA_API_KEY, and over https the file of
+the CA to trust in FELDERA_CA (the SDK's `requests_verify`). Each check prints one
 line; the last line is "N passed, M failed" and the exit code is non-zero on any failure.
 """
 
@@ -14,6 +15,7 @@ from feldera.rest.errors import FelderaAPIError, FelderaError
 
 HOST = os.environ["FELDERA_HOST"]
 API_KEY = os.environ.get("FELDERA_API_KEY") or None
+CA = os.environ.get("FELDERA_CA") or None
 # Which checks to run (comma-separated); all by default.
 ONLY = set(filter(None, os.environ.get("SDK_CHECKS", "").split(",")))
 
@@ -24,7 +26,7 @@ def client():
     """The SDK client, made on first use (its constructor already calls the API)."""
     global _client
     if _client is None:
-        _client = FelderaClient(HOST, api_key=API_KEY, timeout=30)
+        _client = FelderaClient(HOST, api_key=API_KEY, timeout=30, requests_verify=CA)
     return _client
 
 
@@ -61,7 +63,7 @@ def unauthenticated_is_rejected():
     # Run without FELDERA_API_KEY against a gateway with authentication on.
     # The client's constructor already calls the API (GET /v0/config) and wraps the refusal.
     try:
-        FelderaClient(HOST, timeout=30)
+        FelderaClient(HOST, timeout=30, requests_verify=CA)
     except FelderaAPIError as error:
         assert error.status_code == 401, error.status_code
         assert error.error_code == "AuthenticationFailed", error.error_code

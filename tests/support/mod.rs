@@ -21,6 +21,7 @@ mod gateway;
 pub mod keys;
 pub mod load;
 pub mod manager_tls;
+pub mod pki;
 mod process;
 mod redis_cluster;
 pub mod redis_sentinel;
