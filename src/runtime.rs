@@ -99,6 +99,7 @@ impl Process {
         rate_limits.register(metrics.registry_mut());
         let reloads = ReloadMetrics::default();
         reloads.register(metrics.registry_mut());
+        crate::telemetry::trace::register(metrics.registry_mut());
         Process {
             metrics: Arc::new(metrics),
             auth,
