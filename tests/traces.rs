@@ -555,3 +555,104 @@ async fn credentials_never_reach_the_log() {
     }
     assert!(text.contains("key:loader"), "the principal's name is");
 }
+
+/// A JWT's auth span says whether the verified-token cache answered: the first request
+/// verifies the signature (`auth.cache_hit = false`), the second is a hit; `enduser.id` is
+/// the principal's name, never the token.
+#[tokio::test]
+async fn the_auth_span_tells_a_token_cache_hit_from_a_verification() {
+    let (otlp, collected) = collector().await;
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = support::keys::TestKey::hs256("k1");
+    let sources = support::keys::key_sources(&[&key], dir.path());
+    let text = config(upstream, &tracing_to(otlp), None).replace(
+        "[rate_limit]",
+        &format!(
+            "[[auth.jwt]]\nissuer = \"https://idp.example.com/\"\naudiences = [\"feldera-api\"]\n\
+             algorithms = [\"HS256\"]\n{sources}\nrole_claim = \"feldera_role\"\n\n[rate_limit]"
+        ),
+    );
+    let gateway = GatewayProcess::start(&text);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = key.token(&serde_json::json!({
+        "iss": "https://idp.example.com/", "sub": "ada", "aud": "feldera-api",
+        "exp": now + 600, "feldera_role": "write",
+    }));
+    let mut trace_ids = Vec::new();
+    for (i, span) in ["0000000000000001", "0000000000000002"].iter().enumerate() {
+        let trace_id = format!("{:032x}", 0xabc0 + i);
+        let reply = send(
+            "GET",
+            &format!("{}/v0/pipelines/p1", gateway.url()),
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("traceparent", &format!("00-{trace_id}-{span}-01")),
+            ],
+            b"",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        trace_ids.push(trace_id);
+    }
+    let mut hits = Vec::new();
+    for trace_id in &trace_ids {
+        assert!(
+            eventually(Duration::from_secs(10), async || {
+                collected.spans_of(trace_id).len() >= 5
+            })
+            .await
+        );
+        let spans = collected.spans_of(trace_id);
+        let [auth] = named(&spans, "auth")[..] else {
+            panic!("one auth span: {spans:?}");
+        };
+        let attrs = attributes(auth);
+        assert_eq!(attrs["auth.jwks_fetch"], "false");
+        hits.push(attrs["auth.cache_hit"].clone());
+        let [request] = named(&spans, "GET pipeline.get")[..] else {
+            panic!("one request span: {spans:?}");
+        };
+        assert_eq!(
+            attributes(request)["enduser.id"],
+            "jwt:https://idp.example.com/#ada"
+        );
+    }
+    assert_eq!(hits, ["false", "true"]);
+    let raw = collected.raw.lock().unwrap().clone();
+    assert!(!raw.windows(token.len()).any(|w| w == token.as_bytes()));
+}
+
+/// `[log] access_fields` chooses the access line's fields, and nothing else is on it.
+#[tokio::test]
+async fn access_fields_choose_what_the_access_line_carries() {
+    let upstream = echo_upstream().await;
+    let text = format!(
+        "{}\n[log]\naccess_fields = [\"status\", \"principal\", \"retries\"]\n",
+        config(upstream, "", None)
+    );
+    let gateway = GatewayProcess::start(&text);
+    let reply = send(
+        "GET",
+        &format!("{}/v0/pipelines/p1", gateway.url()),
+        &[("authorization", &format!("Bearer {KEY}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let mut lines = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            lines = access_lines(&gateway);
+            !lines.is_empty()
+        })
+        .await
+    );
+    assert_eq!(
+        lines[0]["fields"],
+        serde_json::json!({ "status": 200, "principal": "key:loader", "retries": 0 })
+    );
+}
