@@ -656,3 +656,66 @@ async fn access_fields_choose_what_the_access_line_carries() {
         serde_json::json!({ "status": 200, "principal": "key:loader", "retries": 0 })
     );
 }
+
+/// A collector that refuses connections: each failed export is one warning, and its spans
+/// are counted as lost; requests are answered as usual.
+#[tokio::test]
+async fn a_failed_export_is_warned_about_and_its_spans_counted() {
+    let admin_port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let upstream = echo_upstream().await;
+    let tracing = format!(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:{}\"\nexport_interval = \"10ms\"\n",
+        support::closed_port().await
+    );
+    let gateway = GatewayProcess::start(&config(upstream, &tracing, Some(admin_port)));
+    let reply = send(
+        "GET",
+        &format!("{}/v0/pipelines/p1", gateway.url()),
+        &[("authorization", &format!("Bearer {KEY}"))],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let metrics = format!("http://127.0.0.1:{admin_port}/metrics");
+    let mut dropped = 0;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let text = support::get(&metrics).await.text();
+            dropped = support::metric(&text, "pipeline_gateway_trace_spans_dropped_total");
+            dropped == 5
+        })
+        .await,
+        "dropped {dropped}"
+    );
+    let warnings: Vec<String> = gateway
+        .log()
+        .into_iter()
+        .filter(|line| line.contains("an export failed"))
+        .collect();
+    assert!(!warnings.is_empty());
+    assert!(warnings[0].contains("\"level\":\"WARN\""), "{warnings:?}");
+}
+
+/// `protocol = "grpc"` is refused by check-config, with the reason.
+#[test]
+fn check_config_refuses_grpc_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grpc.toml");
+    let upstream: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let tracing = "[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\"\n";
+    std::fs::write(&path, config(upstream, tracing, None)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline-gateway"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("1 problem(s)"), "{stderr}");
+    assert!(
+        stderr.contains("tracing.protocol: \"grpc\" is not supported: OTLP/gRPC would build tonic"),
+        "{stderr}"
+    );
+}

@@ -12,7 +12,7 @@
 //! (`pipeline_gateway_trace_spans_dropped_total`). The export itself runs on the gateway's
 //! tokio runtime ([`OtlpClient`]: the gateway's own hyper client and rustls connector, no
 //! reqwest, no tonic), bounded by `export_timeout`; a collector that is down costs one failed
-//! export per interval, logged by the SDK, and nothing else.
+//! export per interval (a warning, its spans counted as dropped too), and nothing else.
 //!
 //! What it deliberately does not do: OTLP/gRPC (refused by check-config, see
 //! `config::telemetry`), metrics or logs over OTLP (metrics are Prometheus', logs go to
@@ -44,14 +44,15 @@ use tracing_subscriber::Layer;
 
 use crate::config::TracingConfig;
 
-/// Spans dropped because the export queue was full (process-wide, like the exporter).
+/// Spans not exported: dropped at a full queue, or lost in a failed export (process-wide,
+/// like the exporter).
 static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// Registers `trace_spans_dropped_total` (zero while tracing is off).
 pub fn register(registry: &mut Registry) {
     registry.register(
         "trace_spans_dropped",
-        "Finished spans dropped because the export queue was full",
+        "Finished spans not exported: the export queue was full, or their export failed",
         DROPPED.clone(),
     );
 }
@@ -180,8 +181,18 @@ struct CountedExporter<E> {
 
 impl<E: SpanExporter> SpanExporter for CountedExporter<E> {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
-        self.inner.export(batch)
+        let spans = batch.len();
+        self.queued.fetch_sub(spans, Ordering::AcqRel);
+        let export = self.inner.export(batch);
+        async move {
+            let result = export.await;
+            if let Err(error) = &result {
+                // At most one line per export interval; the spans are counted as lost.
+                DROPPED.inc_by(spans as u64);
+                tracing::warn!(%error, spans, "tracing: an export failed; its spans are lost");
+            }
+            result
+        }
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
