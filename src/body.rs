@@ -50,18 +50,38 @@ pub type ResponseFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
 >;
 
-/// Shared flag: whether the client's request body was received completely (the timeout
-/// layer tells a slow client, 408, from a slow upstream, 504, by it).
+/// Shared progress of the client's request body: whether it was received completely (the
+/// timeout layer tells a slow client, 408, from a slow upstream, 504, by it), and how many
+/// bytes came so far (the access log's `bytes_in`).
 #[derive(Debug, Clone, Default)]
-pub struct BodyProgress(std::sync::Arc<std::sync::atomic::AtomicBool>);
+pub struct BodyProgress(std::sync::Arc<ProgressInner>);
+
+#[derive(Debug, Default)]
+struct ProgressInner {
+    complete: std::sync::atomic::AtomicBool,
+    bytes: std::sync::atomic::AtomicU64,
+}
 
 impl BodyProgress {
     pub fn is_complete(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Acquire)
+        self.0.complete.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn complete(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Release);
+        self.0
+            .complete
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Bytes of the body received so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn received(&self, bytes: usize) {
+        self.0
+            .bytes
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -138,6 +158,7 @@ impl HttpBody for Tracked {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen += data.len() as u64;
+                    this.progress.received(data.len());
                     if let Some(limit) = *this.limit {
                         if *this.seen > limit {
                             return Poll::Ready(Some(Err(

@@ -16,7 +16,7 @@
 //! Cost: one allocation per request (the shared inner value) and one extension insert.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use http::HeaderValue;
 
@@ -71,11 +71,21 @@ impl Connection {
     }
 }
 
-/// The upstream routing chose: its index in the runtime's list, and its name.
+/// The upstream routing chose: its index in the runtime's list, and its name; and the
+/// route that chose it (`routes[N]`, or `console`), for the log and the trace.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub upstream: usize,
     pub upstream_name: Arc<str>,
+    pub label: Arc<str>,
+}
+
+/// Where forwarding sent the request: the endpoint of its last try, and how many tries it
+/// took. Written by forwarding as it goes, read by the log and the trace when it is done.
+#[derive(Debug, Default)]
+struct Forwarding {
+    endpoint: Option<http::uri::Authority>,
+    tries: u32,
 }
 
 #[derive(Debug)]
@@ -87,6 +97,7 @@ struct Inner {
     principal: OnceLock<Principal>,
     route: OnceLock<Route>,
     client_ip: OnceLock<IpAddr>,
+    forwarding: Mutex<Forwarding>,
 }
 
 /// The facts of one request (see the module docs). Cloning shares them.
@@ -109,6 +120,7 @@ impl RequestContext {
             principal: OnceLock::new(),
             route: OnceLock::new(),
             client_ip: OnceLock::new(),
+            forwarding: Mutex::new(Forwarding::default()),
         }))
     }
 
@@ -188,6 +200,22 @@ impl RequestContext {
         self.0.client_ip.set(ip).is_ok()
     }
 
+    /// Forwarding starts a try on `endpoint`.
+    pub fn record_try(&self, endpoint: &http::uri::Authority) {
+        if let Ok(mut forwarding) = self.0.forwarding.lock() {
+            forwarding.endpoint = Some(endpoint.clone());
+            forwarding.tries += 1;
+        }
+    }
+
+    /// The endpoint of the last try and the number of tries beyond the first; `None` when the
+    /// request was never sent.
+    pub fn tries(&self) -> Option<(http::uri::Authority, u32)> {
+        let forwarding = self.0.forwarding.lock().ok()?;
+        let endpoint = forwarding.endpoint.clone()?;
+        Some((endpoint, forwarding.tries.saturating_sub(1)))
+    }
+
     /// The client's address: as resolved through trusted proxies, else the TCP peer's.
     pub fn client_ip(&self) -> IpAddr {
         self.0
@@ -213,6 +241,7 @@ mod tests {
         let route = Route {
             upstream: 1,
             upstream_name: "eu".into(),
+            label: "routes[0]".into(),
         };
         assert!(context.set_route(route.clone()));
         assert!(!context.set_route(Route {

@@ -474,6 +474,13 @@ fn swap(shared: &Arc<Shared>, live: &mut Live, config: Config) -> Result<ReloadR
         &shared.process,
         Some(&previous),
     )?);
+    if previous.config.tracing != runtime.config.tracing
+        || previous.config.log.format != runtime.config.log.format
+    {
+        tracing::warn!(
+            "[tracing] or [log] format changed: they take effect when the process restarts"
+        );
+    }
     let hash = runtime.config.hash();
     shared.current.store(Arc::new(stack::build(
         runtime.clone(),

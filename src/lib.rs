@@ -7,8 +7,8 @@
 //!
 //! Floors (a module imports only from floors below it; see the README's layout section):
 //!
-//! 1. `body`, `errors`, `catalog`, `principal`, `context`, `clock`, `check`, `wire` — the
-//!    vocabulary
+//! 1. `body`, `errors`, `catalog`, `principal`, `context`, `clock`, `check`, `wire`, `spans`
+//!    — the vocabulary
 //! 2. `config` — plain data and its checks
 //! 3. `validate`, `routing`, `auth`, `ratelimit`, `proxy`, `limits`, `telemetry`, `outbound`,
 //!    `cors`, `console`, `tls`
@@ -35,6 +35,7 @@ pub mod ratelimit;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod spans;
 pub mod stack;
 pub mod telemetry;
 pub mod tls;

@@ -7,7 +7,8 @@ mod demo;
 
 use clap::{Parser, Subcommand};
 use feldera_standin::cli::StandinArgs;
-use pipeline_gateway::config::{Config, ConfigError};
+use pipeline_gateway::config::{Config, ConfigError, LogConfig, LogFormat, TracingConfig};
+use pipeline_gateway::telemetry::trace::TraceExport;
 use pipeline_gateway::Gateway;
 
 // mimalloc: the request path allocates many small, short-lived objects; glibc's malloc was
@@ -31,9 +32,9 @@ struct Cli {
     /// workers, behind SO_REUSEPORT or a balancer).
     #[arg(long, global = true, env = "PIPELINE_GATEWAY_WORKERS")]
     workers: Option<usize>,
-    /// Log format.
-    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format, over `[log] format` (default: JSON unless stderr is a terminal).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -103,16 +104,51 @@ fn apikey(action: ApikeyCommand) -> ExitCode {
     }
 }
 
-fn init_logging(format: &str) {
+/// Sets up the process's log (stderr; `--log-format`, else `[log] format`, else JSON unless
+/// stderr is a terminal) and, with `[tracing]`, the trace exporter, whose spans go out
+/// through the same subscriber. The exporter is returned to be shut down (flushed) at exit.
+fn init_logging(
+    cli_format: Option<&str>,
+    log: &LogConfig,
+    tracing: Option<&TracingConfig>,
+) -> Result<Option<TraceExport>, String> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let terminal = std::io::stderr().is_terminal();
+    let json = match (cli_format, log.format) {
+        (Some(format), _) => format == "json",
+        (None, Some(format)) => format == LogFormat::Json,
+        (None, None) => !terminal,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
+    let export = match tracing {
+        Some(config) => Some(TraceExport::start(
+            config,
+            tokio::runtime::Handle::current(),
+        )?),
+        None => None,
+    };
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(export.as_ref().map(TraceExport::layer));
+    let text = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(terminal);
+    if json {
+        registry.with(text.json()).init();
     } else {
-        builder.init();
+        registry.with(text).init();
+    }
+    Ok(export)
+}
+
+/// Flushes and stops the trace exporter (its exports run on this runtime, so it must still
+/// be running: the blocking shutdown goes to a blocking thread).
+async fn stop_tracing(export: Option<TraceExport>) {
+    if let Some(export) = export {
+        let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
     }
 }
 
@@ -213,7 +249,25 @@ fn main() -> ExitCode {
         Command::Apikey { action } => return apikey(action),
         other => other,
     };
-    init_logging(&cli.log_format);
+    // The configuration before the log: `[log]` and `[tracing]` decide how it is set up.
+    let config = match &command {
+        Command::Run => Some(load(cli.config.as_ref(), false)),
+        Command::Demo { .. } => {
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
+            Some(load(Some(&path), false))
+        }
+        _ => None,
+    };
+    let config = match config.transpose() {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("pipeline-gateway: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut builder = match cli.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
@@ -231,18 +285,16 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match command {
-            Command::Run | Command::CheckConfig | Command::Apikey { .. } => {
-                let config = load(cli.config.as_ref(), false).map_err(anyhow::Error::msg)?;
-                let path = cli.config.clone().unwrap_or_default();
-                serve(config, path).await
-            }
-            Command::StandIn(args) => feldera_standin::cli::run(args).await,
-            Command::Demo { tls } => {
-                let path = cli
-                    .config
-                    .unwrap_or_else(|| PathBuf::from("config/demo.toml"));
-                let mut config = load(Some(&path), false).map_err(anyhow::Error::msg)?;
+        let default_log = LogConfig::default();
+        let (log, tracing) = match &config {
+            Some(config) => (&config.log, config.tracing.as_ref()),
+            None => (&default_log, None),
+        };
+        let export =
+            init_logging(cli.log_format.as_deref(), log, tracing).map_err(anyhow::Error::msg)?;
+        let served = match (command, config) {
+            (Command::StandIn(args), _) => feldera_standin::cli::run(args).await,
+            (Command::Demo { tls }, Some(mut config)) => {
                 let ca = match tls {
                     true => Some(demo::throwaway_tls(&mut config)?),
                     false => None,
@@ -254,7 +306,14 @@ fn main() -> ExitCode {
                 standin.shutdown().await;
                 Ok(())
             }
-        }
+            (_, Some(config)) => {
+                let path = cli.config.clone().unwrap_or_default();
+                serve(config, path).await
+            }
+            (_, None) => Err(anyhow::anyhow!("no configuration")),
+        };
+        stop_tracing(export).await;
+        served
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,7 @@ impl Process {
         reloads.register(metrics.registry_mut());
         let tls = TlsMetrics::default();
         tls.register(metrics.registry_mut());
+        crate::telemetry::trace::register(metrics.registry_mut());
         Process {
             metrics: Arc::new(metrics),
             auth,

@@ -52,7 +52,7 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
     let service = ServiceBuilder::new()
         // Outermost: the request id and span must cover everything below, and the access-log
         // line must see the final response, including one made from a panic.
-        .layer(RequestLogLayer::new(metrics))
+        .layer(RequestLogLayer::new(metrics, &runtime.config.log))
         // A panic anywhere below becomes a JSON 500 that the access log still records.
         .layer(CatchPanicLayer)
         // CORS headers on every response to an allowed origin, errors included (a browser

@@ -36,6 +36,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use crate::body::{Request, Response, ResponseFuture};
 use crate::clock::Clock;
@@ -43,6 +44,7 @@ use crate::config::auth::{AuthConfig, AuthMode};
 use crate::config::Problems;
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
+use crate::spans;
 use crate::wire::FELDERA_TENANT;
 
 use super::apikey;
@@ -297,8 +299,10 @@ impl Authenticator {
         let now = self.clock.unix_seconds();
         let cache = &self.state.token_cache;
         if let Some(identity) = cache.get(&key, now) {
+            spans::record_cache_hit(true);
             return Ok(Step::Ready(identity));
         }
+        spans::record_cache_hit(false);
         match self.verifier().verify(token, now, may_refetch)? {
             Outcome::Verified { identity, exp } => {
                 let identity = Arc::new(identity);
@@ -535,10 +539,21 @@ where
     }
 
     fn call(&mut self, mut request: Request) -> Self::Future {
-        match self.authenticator.begin(&mut request) {
+        // The auth span covers the decision (and a key-set refetch), not the layers below.
+        let span = spans::auth_span();
+        let begun = span.in_scope(|| self.authenticator.begin(&mut request));
+        match begun {
             Begin::Pass => Either::Right(Either::Left(self.inner.call(request))),
-            Begin::Fail(error) => Either::Left(std::future::ready(Ok(reject(error)))),
-            Begin::Internal(error) => Either::Left(std::future::ready(Ok(error.into_response()))),
+            Begin::Fail(error) => {
+                let response = reject(error);
+                spans::record_error(&span, &response, false);
+                Either::Left(std::future::ready(Ok(response)))
+            }
+            Begin::Internal(error) => {
+                let response = error.into_response();
+                spans::record_error(&span, &response, true);
+                Either::Left(std::future::ready(Ok(response)))
+            }
             Begin::Refetch {
                 issuer,
                 generation,
@@ -549,6 +564,10 @@ where
                 let authenticator = self.authenticator.clone();
                 // Every layer of the stack is always ready, so a clone may be called later.
                 let mut inner = self.inner.clone();
+                if !span.is_disabled() {
+                    span.record("auth.jwks_fetch", true);
+                }
+                let recorded = span.clone();
                 let authenticated = async move {
                     let outcome = authenticator
                         .after_refetch(issuer, generation, &token)
@@ -560,10 +579,13 @@ where
                         Ok(()) => Ok(request),
                         Err(error) => {
                             authenticator.record(&error);
-                            Err(reject(error))
+                            let response = reject(error);
+                            spans::record_error(&recorded, &response, false);
+                            Err(response)
                         }
                     }
-                };
+                }
+                .instrument(span);
                 // A combinator rather than awaiting `inner` in the async block: rustc cannot
                 // prove such a block `Send` for a generic `S::Future`.
                 Either::Right(Either::Right(Box::pin(authenticated.then(

@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod browser;
 pub mod ratelimit;
+pub mod telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod values;
@@ -27,6 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use self::auth::AuthConfig;
 pub use self::browser::{ConsoleConfig, CorsConfig};
 pub use self::ratelimit::RateLimitConfig;
+pub use self::telemetry::{AccessField, LogConfig, LogFormat, OtlpProtocol, TracingConfig};
 pub use self::tls::{ClientCertConfig, RedirectConfig, TlsConfig};
 pub use self::upstream::{HealthConfig, OutlierConfig, RetryConfig, UpstreamTlsConfig};
 pub use self::values::{EndpointUrl, NameGlob, PathGlob};
@@ -51,6 +53,12 @@ pub struct Config {
     pub console: Option<ConsoleConfig>,
     #[serde(default)]
     pub cors: Option<CorsConfig>,
+    /// `[tracing]`: OpenTelemetry traces; off without it.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+    /// `[log]`: the log's format and the access-log line's fields.
+    #[serde(default)]
+    pub log: LogConfig,
 }
 
 /// `[server]`: the client-facing listener.
@@ -388,6 +396,9 @@ impl Config {
         self.auth.check("auth", &mut problems);
         if let Some(rate_limit) = &self.rate_limit {
             rate_limit.check("rate_limit", &mut problems);
+        }
+        if let Some(tracing) = &self.tracing {
+            tracing.check("tracing", &mut problems);
         }
         problems.into_vec()
     }

@@ -11,6 +11,9 @@
 //! principal (public paths) or a principal without a tenant, it is removed. (A principal's
 //! tenant comes from a verified credential, or — only with `[auth] mode = "off"` and
 //! `trust_tenant_header = true` — from the client, by the operator's explicit choice.)
+//! `traceparent`/`tracestate`: with tracing on, replaced by the upstream span's context (the
+//! manager's parent is the gateway's span; a client's malformed header never reaches it);
+//! with tracing off, the client's pass unchanged (see `spans`).
 //! Back toward the client: hop-by-hop headers of the upstream's response are removed (except
 //! on a 101).
 
@@ -18,6 +21,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::CredentialsMode;
 use crate::principal::Principal;
+use crate::spans::{TRACEPARENT, TRACESTATE};
 
 use super::Upstream;
 
@@ -150,6 +154,8 @@ pub struct Forwarded<'a> {
     pub authority: Option<http::uri::Authority>,
     pub principal: Option<&'a Principal>,
     pub upgrade: bool,
+    /// The trace context to send (`spans::propagation`); `None` while tracing is off.
+    pub trace: Option<HeaderMap>,
 }
 
 /// Rewrites request headers for the upstream (see the module docs).
@@ -207,6 +213,13 @@ pub fn rewrite_request(headers: &mut HeaderMap, pool: &Upstream, forwarded: Forw
         Some(tenant) => headers.insert(FELDERA_TENANT, tenant),
         None => headers.remove(FELDERA_TENANT),
     };
+    if let Some(trace) = forwarded.trace {
+        headers.remove(TRACEPARENT);
+        headers.remove(TRACESTATE);
+        for (name, value) in &trace {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// Removes `feldera-bearer.*` entries from `Sec-WebSocket-Protocol` (the header goes when

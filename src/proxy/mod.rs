@@ -50,6 +50,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tower::Service;
+use tracing::Instrument;
 
 use hyper::client::conn::http1::SendRequest;
 
@@ -61,6 +62,7 @@ use crate::body::{self as stack_body, ClientBodyError, Request, Response, Respon
 use crate::catalog::EndpointClass;
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
+use crate::spans;
 
 pub use self::quota::PipelineQuotaLayer;
 pub use self::upstream::Upstream;
@@ -116,6 +118,10 @@ async fn forward(upstreams: Upstreams, request: Request) -> Result<Response, Gat
     );
     let waiting = Waiting::new();
     let blame = |index| upstream.observe(index, Observation::ServerError, "timed out");
+    // The upstream call's span (none while tracing is off): its context is what the manager
+    // is sent as `traceparent`.
+    let span = spans::upstream_span(&upstream.name, request.method());
+    let trace = spans::propagation(&span);
     let tries = send(
         &upstream,
         &context,
@@ -123,8 +129,15 @@ async fn forward(upstreams: Upstreams, request: Request) -> Result<Response, Gat
         request,
         deadline.as_ref(),
         &waiting,
+        trace,
     );
-    Deadline::run(deadline.as_ref(), &waiting, tries, blame).await
+    let answer = Deadline::run(deadline.as_ref(), &waiting, tries, blame)
+        .instrument(span.clone())
+        .await;
+    if !span.is_disabled() {
+        spans::finish_upstream_span(&span, &context, &answer);
+    }
+    answer
 }
 
 /// Sends `request` to an endpoint of `upstream`, and to another one when that is safe (see
@@ -136,6 +149,7 @@ async fn send(
     mut request: Request,
     deadline: Option<&Deadline>,
     waiting: &Waiting,
+    trace: Option<http::HeaderMap>,
 ) -> Result<Response, GatewayError> {
     // Upgrades only where the manager serves a WebSocket, and only to one: anywhere else the
     // `Upgrade` header is stripped (a server may ignore it, RFC 9110 §7.8), so no tunnel can
@@ -155,6 +169,7 @@ async fn send(
             authority: parts.uri.authority().cloned(),
             principal: context.principal(),
             upgrade,
+            trace,
         },
     );
     // Nothing of the gateway's own state travels on to the manager.
@@ -203,6 +218,7 @@ async fn send(
             Ok(chosen) => chosen,
             Err(error) => return Err(last.unwrap_or(error)),
         };
+        context.record_try(&endpoint.authority);
         // Origin form on the wire, with the endpoint as `Host` (the client's host went into
         // `X-Forwarded-Host`).
         *request.uri_mut() = Uri::from(path_and_query.clone());

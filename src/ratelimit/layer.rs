@@ -32,11 +32,13 @@ use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use tower::{Layer, Service};
+use tracing::Instrument;
 
 use super::{RateLimits, Target, Verdict};
 use crate::body::{Request, Response, ResponseFuture};
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
+use crate::spans;
 
 /// Where in the stack a [`RateLimitLayer`] sits, which decides what it keys on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,27 +160,66 @@ where
         // The clone is the one that was not made ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        // The ratelimit span covers the decision, not the layers below (none while tracing
+        // is off).
+        let span = spans::ratelimit_span(
+            match self.stage {
+                Stage::ClientIp => "client_ip",
+                Stage::Principal => "principal",
+            },
+            limits.backend(),
+        );
         Either::Right(Box::pin(async move {
-            let mut decided: Vec<Verdict> = Vec::with_capacity(2);
-            for target in targets.iter().flatten() {
-                let Some(outcome) = limits.decide(target).await else {
-                    continue;
-                };
-                if let Some(rejection) = outcome.rejection() {
-                    let mut response = GatewayError::from(rejection).into_response();
-                    for earlier in &decided {
-                        earlier.apply(response.headers_mut());
+            let decision = async {
+                let mut decided: Vec<Verdict> = Vec::with_capacity(2);
+                for target in targets.iter().flatten() {
+                    let Some(outcome) = limits.decide(target).await else {
+                        continue;
+                    };
+                    if let Some(rejection) = outcome.rejection() {
+                        let mut response = GatewayError::from(rejection).into_response();
+                        for earlier in &decided {
+                            earlier.apply(response.headers_mut());
+                        }
+                        record_verdict(&outcome, Some(&response));
+                        return Err(response);
                     }
-                    return Ok(response);
+                    record_verdict(&outcome, None);
+                    decided.push(outcome);
                 }
-                decided.push(outcome);
-            }
+                Ok(decided)
+            };
+            let decided = match decision.instrument(span).await {
+                Ok(decided) => decided,
+                Err(response) => return Ok(response),
+            };
             let mut response = boxed_call(&mut inner, request).await?;
             for outcome in &decided {
                 outcome.apply(response.headers_mut());
             }
             Ok(response)
         }))
+    }
+}
+
+/// Records a verdict on the current (ratelimit) span: the policy and the outcome, and the
+/// error code of a refusal.
+fn record_verdict(verdict: &Verdict, refusal: Option<&Response>) {
+    if !spans::enabled() {
+        return;
+    }
+    let span = tracing::Span::current();
+    let (policy, outcome) = match verdict {
+        Verdict::Decided { policy, decision } => {
+            (policy, if decision.allowed { "allow" } else { "deny" })
+        }
+        Verdict::AllowedBlind { policy } => (policy, "allow_unavailable"),
+        Verdict::Unavailable { policy, .. } => (policy, "deny_unavailable"),
+    };
+    span.record("ratelimit.policy", &*policy.name);
+    span.record("ratelimit.outcome", outcome);
+    if let Some(response) = refusal {
+        spans::record_error(&span, response, false);
     }
 }
 

@@ -287,6 +287,15 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
+    /// Where decisions are made: `redis` or `local` (for the trace).
+    pub fn backend(&self) -> &'static str {
+        if self.shared.is_some() {
+            "redis"
+        } else {
+            "local"
+        }
+    }
+
     /// Builds the runtime form of a configuration that passed its check (building cannot
     /// fail but for Redis: the client is prepared, not connected). `metrics` are the
     /// process-wide families the decisions are counted in.

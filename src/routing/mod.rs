@@ -98,6 +98,8 @@ struct Route {
     /// The credentials it serves (empty: any).
     issuers: Vec<String>,
     upstream: usize,
+    /// `routes[N]`: how the log and the trace name it.
+    label: Arc<str>,
 }
 
 impl Route {
@@ -183,6 +185,7 @@ impl RouteTable {
                 paths,
                 issuers: route.issuers.clone(),
                 upstream,
+                label: Arc::from(format!("routes[{i}]")),
             });
         }
         let console = config
@@ -206,8 +209,15 @@ impl RouteTable {
     /// Where `key` goes: the first route that matches (or the default route for a request
     /// that names no pipeline), if it serves the principal's issuer.
     pub fn route(&self, key: RouteKey<'_>) -> Selected {
+        self.route_labelled(key).0
+    }
+
+    /// [`RouteTable::route`], with the label of the route that decided (`routes[N]`, or
+    /// `console` for the console's files).
+    pub fn route_labelled(&self, key: RouteKey<'_>) -> (Selected, Option<Arc<str>>) {
         if key.console {
-            return self.console.map_or(Selected::NoRoute, Selected::Upstream);
+            let selected = self.console.map_or(Selected::NoRoute, Selected::Upstream);
+            return (selected, Some(Arc::from("console")));
         }
         let matched = self.routes.iter().find(|route| {
             let pipeline_ok = match (&route.pipelines, key.pipeline) {
@@ -226,15 +236,16 @@ impl RouteTable {
             Some(route) => route,
             None if key.pipeline.is_none() => match self.default {
                 Some(default) => &self.routes[default],
-                None => return Selected::NoRoute,
+                None => return (Selected::NoRoute, None),
             },
-            None => return Selected::NoRoute,
+            None => return (Selected::NoRoute, None),
         };
-        if route.accepts(key.credential) {
+        let selected = if route.accepts(key.credential) {
             Selected::Upstream(route.upstream)
         } else {
             Selected::IssuerNotAccepted
-        }
+        };
+        (selected, Some(route.label.clone()))
     }
 }
 
@@ -265,8 +276,9 @@ impl RequestCheck for SelectUpstream {
             console: classified.endpoint.console,
             credential: principal.map(|p| &p.credential),
         };
+        let (selected, label) = self.table.route_labelled(key);
         let index =
-            match self.table.route(key) {
+            match selected {
                 Selected::Upstream(index) => index,
                 Selected::NoRoute => {
                     return Err(GatewayError::unknown_endpoint(path).with_details(
@@ -289,6 +301,7 @@ impl RequestCheck for SelectUpstream {
         context.set_route(ChosenRoute {
             upstream: index,
             upstream_name: name,
+            label: label.unwrap_or_else(|| Arc::from("-")),
         });
         Ok(())
     }

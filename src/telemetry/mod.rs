@@ -1,14 +1,18 @@
-//! What the gateway tells operators: request ids, one access-log line per request, metrics.
+//! What the gateway tells operators: request ids, one access-log line per request, traces,
+//! metrics.
 //!
 //! [`RequestLogLayer`] is the outermost layer: it accepts or makes the `x-request-id`, opens
-//! the request's tracing span, and writes the access-log line when the response headers
-//! leave (method, path, status, endpoint, upstream, principal, latency, request id, and the
-//! error code of error responses). Inner layers add what they learn through the
-//! [`RequestLog`] request extension. [`CatchPanicLayer`] turns a panic into a JSON 500.
+//! the request's span, and writes the access-log line when the response headers leave (the
+//! fields `[log] access_fields` chooses: request and trace ids, method, path, status,
+//! endpoint, route, upstream and the endpoint that answered, retries, principal, tenant,
+//! error code and internal cause, bytes, duration). Inner layers add what they learn through
+//! the request context. [`trace`] exports the spans over OTLP when `[tracing]` is configured.
+//! [`CatchPanicLayer`] turns a panic into a JSON 500.
 
 pub mod metrics;
 mod panic;
 mod request_log;
+pub mod trace;
 
 pub use metrics::Metrics;
 pub use panic::CatchPanicLayer;

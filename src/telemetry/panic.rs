@@ -1,6 +1,7 @@
 //! A panic while handling a request becomes a JSON 500 `InternalError`; the panic message
-//! goes to the log only. Covers the synchronous `call` and the response future; a panic while
-//! streaming a body after the headers left cannot become a response (the connection closes).
+//! goes to the log only, once (an error line here; the access line's `internal` points at
+//! it). Covers the synchronous `call` and the response future; a panic while streaming a
+//! body after the headers left cannot become a response (the connection closes).
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
@@ -33,8 +34,10 @@ fn panic_response(payload: Box<dyn std::any::Any + Send>) -> Response {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".to_owned());
+    // The cause is logged here, once, at error level; the access line only points at it.
     tracing::error!(panic = %message, "request handler panicked");
-    GatewayError::internal(format!("panic: {message}")).into_response()
+    GatewayError::internal("a request handler panicked (the error line before has the cause)")
+        .into_response()
 }
 
 impl<S> Service<Request> for CatchPanic<S>

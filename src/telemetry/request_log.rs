@@ -1,9 +1,23 @@
-//! Request ids, the request's tracing span and the access log.
+//! Request ids, the request's span and the access log.
 //!
 //! The layer takes a handle to the request's context before passing the request on, so the
-//! access-log line sees what inner layers learned (endpoint, principal, upstream) whatever
-//! answered the request. A request without a context (only possible when a test drives the
-//! stack directly) is answered 500 `InternalError` and logged.
+//! access-log line sees what inner layers learned (endpoint, principal, route, upstream, the
+//! endpoint that answered and the tries it took) whatever answered the request. A request
+//! without a context (only possible when a test drives the stack directly) is answered 500
+//! `InternalError` and logged.
+//!
+//! The span: with tracing off, a plain `request{id}` span (what log lines inside a request
+//! carry); with tracing on, the request's server span (`spans::request_span`), whose
+//! attributes are recorded from the context once the response headers are in. The access
+//! line is written after the span's work, outside it (its facts are the span's attributes
+//! already), with the span's `trace_id` and `span_id`; with tracing off, `trace_id` is the
+//! client's, when it sent a well-formed `traceparent` (correlation only).
+//!
+//! The line is written when the response headers leave: `bytes_in` is what the client had
+//! sent of its body by then, `bytes_out` the response's declared `Content-Length` (absent for
+//! a streamed answer), `duration_us` the time to headers. Nothing in it is a credential: the
+//! principal is its name (`key:<name>`, `jwt:<iss>#<sub>`), and internal causes are written by
+//! the layers that produce them, which never put a token or key in one.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +30,10 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::body::{Request, Response, ResponseFuture};
+use crate::config::{AccessField, LogConfig};
 use crate::context::RequestContext;
 use crate::errors::ErrorInfo;
+use crate::spans;
 
 use super::Metrics;
 
@@ -48,21 +64,41 @@ impl IdMaker {
     }
 }
 
+/// The access-log fields chosen, as a set of bits (one per [`AccessField`]).
+#[derive(Debug, Clone, Copy)]
+struct Fields(u32);
+
+impl Fields {
+    fn of(chosen: &[AccessField]) -> Fields {
+        Fields(
+            chosen
+                .iter()
+                .fold(0, |bits, field| bits | 1 << *field as u32),
+        )
+    }
+
+    fn has(self, field: AccessField) -> bool {
+        self.0 & (1 << field as u32) != 0
+    }
+}
+
 /// The outermost layer: request id, span, access log, request metrics.
 #[derive(Clone)]
 pub struct RequestLogLayer {
     ids: Arc<IdMaker>,
     metrics: Arc<Metrics>,
+    fields: Fields,
 }
 
 impl RequestLogLayer {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, log: &LogConfig) -> Self {
         RequestLogLayer {
             ids: Arc::new(IdMaker {
                 prefix: rand::random(),
                 counter: AtomicU64::new(0),
             }),
             metrics,
+            fields: Fields::of(&log.access_fields),
         }
     }
 }
@@ -115,43 +151,120 @@ where
             }
         };
         context.set_id(id.clone());
-        // The access-log line needs the method and path after the request has moved on;
-        // copy them only when the line will be written.
-        let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
+        let traced = spans::request_span(&request, &id);
+        // The access-log line and the span's attributes need the method and path after the
+        // request has moved on; copy them only when one of them will be written.
+        let logged = tracing::enabled!(target: "access", tracing::Level::INFO);
+        let kept = (logged || traced.is_some())
             .then(|| (request.method().clone(), request.uri().path().to_owned()));
-        let span = tracing::info_span!("request", id = id.to_str().unwrap_or(""));
+        let fields = self.layer.fields;
+        let client_trace = (logged && traced.is_none() && fields.has(AccessField::TraceId))
+            .then(|| spans::client_trace_id(request.headers()).map(str::to_owned))
+            .flatten();
+        let span = match &traced {
+            Some(span) => span.clone(),
+            None => tracing::info_span!("request", id = id.to_str().unwrap_or("")),
+        };
         let metrics = self.layer.metrics.clone();
         let future: ResponseFuture = {
             let _entered = span.enter();
             Box::pin(self.inner.call(request))
         };
-        Box::pin(
-            async move {
-                let Ok(mut response) = future.await;
-                response.headers_mut().insert(REQUEST_ID, id.clone());
-                let latency = start.elapsed();
-                let status = response.status().as_u16();
-                let error = response.extensions().get::<ErrorInfo>();
-                let endpoint = context.classified_opt().map_or("-", |c| c.endpoint.name);
-                metrics.observe_request(endpoint, status, latency);
-                if let Some((method, path)) = logged {
-                    tracing::info!(
-                        target: "access",
-                        method = %method,
-                        path = %path,
-                        status,
-                        endpoint,
-                        upstream = context.route_opt().map_or("-", |r| &*r.upstream_name),
-                        principal = context.principal().map_or("-", |p| &*p.id),
-                        error_code = error.map_or("-", |e| &*e.code),
-                        internal = error.and_then(|e| e.internal.as_deref()).unwrap_or("-"),
-                        latency_us = latency.as_micros() as u64,
-                        request_id = id.to_str().unwrap_or(""),
-                    );
-                }
-                Ok(response)
+        Box::pin(async move {
+            let Ok(mut response) = future.instrument(span).await;
+            response.headers_mut().insert(REQUEST_ID, id.clone());
+            let latency = start.elapsed();
+            let status = response.status().as_u16();
+            let endpoint = context.classified_opt().map_or("-", |c| c.endpoint.name);
+            metrics.observe_request(endpoint, status, latency);
+            let Some((method, path)) = kept else {
+                return Ok(response);
+            };
+            if let Some(span) = &traced {
+                spans::finish_request_span(span, &context, &method, &path, &response);
             }
-            .instrument(span),
-        )
+            if logged {
+                let ids = traced.as_ref().and_then(spans::ids);
+                let trace_id = match &ids {
+                    Some((trace_id, _)) => Some(trace_id.as_str()),
+                    None => client_trace.as_deref(),
+                };
+                write_access_line(AccessLine {
+                    fields,
+                    id: &id,
+                    trace_id,
+                    span_id: ids.as_ref().map(|(_, span_id)| span_id.as_str()),
+                    method: &method,
+                    path: &path,
+                    context: &context,
+                    response: &response,
+                    latency,
+                });
+            }
+            Ok(response)
+        })
     }
+}
+
+/// What one access-log line is made of.
+struct AccessLine<'a> {
+    fields: Fields,
+    id: &'a HeaderValue,
+    trace_id: Option<&'a str>,
+    span_id: Option<&'a str>,
+    method: &'a http::Method,
+    path: &'a str,
+    context: &'a RequestContext,
+    response: &'a Response,
+    latency: std::time::Duration,
+}
+
+/// Writes the access-log line: every chosen field, `-` for a text fact not known (numbers
+/// not known are left out).
+fn write_access_line(line: AccessLine<'_>) {
+    use AccessField as F;
+    let AccessLine {
+        fields,
+        context,
+        response,
+        ..
+    } = line;
+    let on = |field| fields.has(field);
+    let error = response.extensions().get::<ErrorInfo>();
+    let route = context.route_opt();
+    let principal = context.principal();
+    let tries = context.tries();
+    let bytes_out = response
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    tracing::info!(
+        target: "access",
+        request_id = on(F::RequestId).then(|| line.id.to_str().unwrap_or("")),
+        trace_id = on(F::TraceId).then(|| line.trace_id.unwrap_or("-")),
+        span_id = on(F::SpanId).then(|| line.span_id.unwrap_or("-")),
+        method = on(F::Method).then(|| display(line.method)),
+        path = on(F::Path).then_some(line.path),
+        status = on(F::Status).then(|| response.status().as_u16()),
+        endpoint = on(F::Endpoint)
+            .then(|| context.classified_opt().map_or("-", |c| c.endpoint.name)),
+        route = on(F::Route).then(|| route.map_or("-", |r| &*r.label)),
+        upstream = on(F::Upstream).then(|| route.map_or("-", |r| &*r.upstream_name)),
+        upstream_endpoint = on(F::UpstreamEndpoint)
+            .then(|| tries.as_ref().map_or("-", |(endpoint, _)| endpoint.as_str())),
+        retries = on(F::Retries)
+            .then(|| tries.as_ref().map(|(_, retries)| *retries))
+            .flatten(),
+        principal = on(F::Principal).then(|| principal.map_or("-", |p| &*p.id)),
+        tenant = on(F::Tenant)
+            .then(|| principal.and_then(|p| p.tenant.as_deref()).unwrap_or("-")),
+        error_code = on(F::ErrorCode).then(|| error.map_or("-", |e| &*e.code)),
+        internal = on(F::Internal)
+            .then(|| error.and_then(|e| e.internal.as_deref()).unwrap_or("-")),
+        bytes_in = on(F::BytesIn)
+            .then(|| context.progress().map_or(0, |p| p.bytes())),
+        bytes_out = on(F::BytesOut).then_some(bytes_out).flatten(),
+        duration_us = on(F::DurationUs).then_some(line.latency.as_micros() as u64),
+    );
 }
