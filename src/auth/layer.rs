@@ -57,6 +57,60 @@ struct FailureLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    kind: &'static str,
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+/// The credential a request presented (`auth_outcomes_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// None, or one that could not be read.
+    None,
+    ApiKey,
+    Jwt,
+}
+
+impl Kind {
+    fn of(token: &str) -> Kind {
+        if token.starts_with(apikey::PREFIX) {
+            Kind::ApiKey
+        } else {
+            Kind::Jwt
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::None => "none",
+            Kind::ApiKey => "api_key",
+            Kind::Jwt => "jwt",
+        }
+    }
+}
+
+/// `(outcome, reason)` labels of a refusal: the 401 reasons are the fixed set of `error.rs`.
+fn outcome_of(error: &AuthError) -> (&'static str, &'static str) {
+    match error {
+        AuthError::Failed(_) | AuthError::ExpiredApiKey { .. } => (
+            "unauthenticated",
+            error.reason().map_or("unknown", Reason::as_str),
+        ),
+        AuthError::Unavailable { .. } => ("unavailable", "no_key_set"),
+        AuthError::InsufficientRole { .. } => ("forbidden", "insufficient_permissions"),
+        AuthError::UnclassifiedEndpoint { .. } => ("forbidden", "unclassified_endpoint"),
+        AuthError::NotATenantMember { .. } => ("forbidden", "not_a_tenant_member"),
+        AuthError::Internal(_) => ("error", "internal"),
+    }
+}
+
 /// Authenticates and authorizes requests: the policy of one configuration over state that
 /// may outlive it.
 #[derive(Debug)]
@@ -72,6 +126,8 @@ pub struct Authenticator {
 pub struct AuthMetrics {
     verifications: Counter,
     failures: Family<FailureLabels, Counter>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
     key_sets: KeySetMetrics,
 }
 
@@ -86,6 +142,19 @@ impl AuthMetrics {
             "auth_failures",
             "Requests refused with 401, by reason",
             self.failures.clone(),
+        );
+        registry.register(
+            "auth_outcomes",
+            "Authentication decisions on requests that needed a credential, by credential \
+             kind (none, api_key, jwt), outcome (ok, unauthenticated, forbidden, unavailable) \
+             and reason (the 401 reasons; insufficient_permissions, not_a_tenant_member, \
+             unclassified_endpoint for 403; no_key_set for 503; empty when ok)",
+            self.outcomes.clone(),
+        );
+        registry.register(
+            "auth_token_cache_lookups",
+            "Verified-token cache lookups for JWTs, by result (hit, miss)",
+            self.cache.clone(),
         );
         self.key_sets.register(registry);
     }
@@ -290,7 +359,14 @@ impl Authenticator {
         let key = token_key(token);
         let now = self.clock.unix_seconds();
         let cache = &self.state.token_cache;
-        if let Some(identity) = cache.get(&key, now) {
+        let hit = cache.get(&key, now);
+        self.metrics
+            .cache
+            .get_or_create(&CacheLabels {
+                result: if hit.is_some() { "hit" } else { "miss" },
+            })
+            .inc();
+        if let Some(identity) = hit {
             return Ok(Step::Ready(identity));
         }
         match self.verifier().verify(token, now, may_refetch)? {
@@ -301,6 +377,25 @@ impl Authenticator {
             }
             Outcome::NeedKeys { issuer, generation } => Ok(Step::NeedKeys { issuer, generation }),
         }
+    }
+
+    /// Counts a decision on a request that needed a credential.
+    fn count(&self, kind: Kind, outcome: &'static str, reason: &'static str) {
+        self.metrics
+            .outcomes
+            .get_or_create(&OutcomeLabels {
+                kind: kind.as_str(),
+                outcome,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts a refusal: its outcome, and the 401 reason in `auth_failures`.
+    fn refused(&self, kind: Kind, error: &AuthError) {
+        let (outcome, reason) = outcome_of(error);
+        self.count(kind, outcome, reason);
+        self.record(error);
     }
 
     fn record(&self, error: &AuthError) {
@@ -355,18 +450,26 @@ impl Authenticator {
         }
         let presented = match credential::bearer(request.headers()) {
             Ok(Some(presented)) => presented,
-            Ok(None) => return self.fail(Reason::MissingCredentials.into()),
-            Err(reason) => return self.fail(reason.into()),
+            Ok(None) => return self.fail(Kind::None, Reason::MissingCredentials.into()),
+            Err(reason) => return self.fail(Kind::None, reason.into()),
         };
+        let kind = Kind::of(&presented);
         let tenants = match credential::requested_tenants(request.headers()) {
             Ok(tenants) => tenants,
-            Err(reason) => return self.fail(reason.into()),
+            Err(reason) => return self.fail(kind, reason.into()),
         };
         match self.step(&presented, true) {
             Ok(Step::Ready(identity)) => {
                 match self.finish(request, &identity, requirement, &tenants) {
-                    Ok(()) => Begin::Pass,
-                    Err(error) => Begin::Fail(error),
+                    Ok(()) => {
+                        self.count(kind, "ok", "");
+                        Begin::Pass
+                    }
+                    Err(error) => {
+                        let (outcome, reason) = outcome_of(&error);
+                        self.count(kind, outcome, reason);
+                        Begin::Fail(error)
+                    }
                 }
             }
             Ok(Step::NeedKeys { issuer, generation }) => Begin::Refetch {
@@ -376,12 +479,12 @@ impl Authenticator {
                 requirement,
                 tenants,
             },
-            Err(error) => self.fail(error),
+            Err(error) => self.fail(kind, error),
         }
     }
 
-    fn fail(&self, error: AuthError) -> Begin {
-        self.record(&error);
+    fn fail(&self, kind: Kind, error: AuthError) -> Begin {
+        self.refused(kind, &error);
         Begin::Fail(error)
     }
 
@@ -520,9 +623,12 @@ where
                             authenticator.finish(&mut request, &identity, requirement, &tenants)
                         });
                     match outcome {
-                        Ok(()) => Ok(request),
+                        Ok(()) => {
+                            authenticator.count(Kind::Jwt, "ok", "");
+                            Ok(request)
+                        }
                         Err(error) => {
-                            authenticator.record(&error);
+                            authenticator.refused(Kind::Jwt, &error);
                             Err(reject(error))
                         }
                     }

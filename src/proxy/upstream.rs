@@ -32,6 +32,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tower::ServiceExt as _;
 
 use super::endpoint::{millis_since, Endpoint, Observation};
+use super::metrics::{UpstreamMeters, UpstreamMetrics};
 use super::pool::PoolLimits;
 use super::retry::RetryBudget;
 use crate::body::Body;
@@ -91,6 +92,8 @@ pub struct Upstream {
     epoch: Instant,
     connector: HttpsConnector<HttpConnector>,
     connect_timeout: Duration,
+    /// Handles into the process's metrics (per endpoint, in the order of `endpoints`).
+    pub meters: UpstreamMeters,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -109,6 +112,7 @@ impl Upstream {
         config: &UpstreamConfig,
         at: &str,
         clock: Arc<dyn Clock>,
+        metrics: &UpstreamMetrics,
     ) -> Result<Upstream, Problems> {
         let mut problems = Problems::default();
         let limits = PoolLimits {
@@ -118,11 +122,13 @@ impl Upstream {
             idle_timeout: config.pool_idle_timeout,
             max_idle: config.pool_max_idle_per_endpoint,
         };
-        let endpoints = config
+        let endpoints: Vec<Endpoint> = config
             .endpoints
             .iter()
             .map(|url| Endpoint::new(url.scheme.clone(), url.authority.clone(), limits))
             .collect();
+        let urls: Vec<String> = endpoints.iter().map(Endpoint::url).collect();
+        let meters = metrics.meters(&config.name, &urls);
         let replacement_authorization = match (config.credentials, &config.bearer_env) {
             (CredentialsMode::Replace, Some(var)) => match std::env::var(var) {
                 Ok(key) => match HeaderValue::try_from(format!("Bearer {key}")) {
@@ -169,7 +175,20 @@ impl Upstream {
             epoch,
             connector: crate::outbound::https_connector(config.connect_timeout),
             connect_timeout: config.connect_timeout,
+            meters,
         })
+    }
+
+    /// Whether one more retry fits the budget; counts the retry, or the refusal.
+    pub fn may_retry(&self) -> bool {
+        let allowed = self.retries.try_retry(self.instant());
+        self.meters.retry(allowed);
+        allowed
+    }
+
+    /// Health checks' settings, when configured.
+    pub fn health(&self) -> Option<&HealthConfig> {
+        self.health.as_ref()
     }
 
     pub fn endpoint_count(&self) -> usize {

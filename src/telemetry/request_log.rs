@@ -19,7 +19,12 @@ use crate::body::{Request, Response, ResponseFuture};
 use crate::context::RequestContext;
 use crate::errors::ErrorInfo;
 
+use super::metrics::Answered;
 use super::Metrics;
+use crate::catalog::EndpointClass;
+
+/// The error code of an error answer the manager wrote itself.
+static UPSTREAM: std::borrow::Cow<'static, str> = std::borrow::Cow::Borrowed("upstream");
 
 /// The request-id header, accepted from clients, sent upstream and echoed back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -121,6 +126,10 @@ where
             .then(|| (request.method().clone(), request.uri().path().to_owned()));
         let span = tracing::info_span!("request", id = id.to_str().unwrap_or(""));
         let metrics = self.layer.metrics.clone();
+        let in_flight = metrics.in_flight();
+        // For the status page's recent errors (a reference-counted copy, not an allocation).
+        let uri = request.uri().clone();
+        let method = request.method().clone();
         let future: ResponseFuture = {
             let _entered = span.enter();
             Box::pin(self.inner.call(request))
@@ -132,8 +141,25 @@ where
                 let latency = start.elapsed();
                 let status = response.status().as_u16();
                 let error = response.extensions().get::<ErrorInfo>();
-                let endpoint = context.classified_opt().map_or("-", |c| c.endpoint.name);
-                metrics.observe_request(endpoint, status, latency);
+                drop(in_flight);
+                let classified = context.classified_opt();
+                let endpoint = classified.map_or("-", |c| c.endpoint.name);
+                metrics.observe_request(&Answered {
+                    route: context.route_opt().map(|r| &r.upstream_name),
+                    endpoint,
+                    method: &method,
+                    status,
+                    error_code: error.map(|e| &e.code),
+                    latency,
+                });
+                if status >= 400 {
+                    let code = error.map_or(&UPSTREAM, |e| &e.code);
+                    metrics.status().error(code.clone(), status, uri.path());
+                }
+                // A stream's lifetime runs until its body ends (a WebSocket's tunnel is counted
+                // by forwarding, as an open `ws` connection).
+                let streamed = (200..300).contains(&status)
+                    && classified.is_some_and(|c| c.endpoint.class == EndpointClass::Stream);
                 if let Some((method, path)) = logged {
                     tracing::info!(
                         target: "access",
@@ -148,6 +174,9 @@ where
                         latency_us = latency.as_micros() as u64,
                         request_id = id.to_str().unwrap_or(""),
                     );
+                }
+                if streamed {
+                    response = response.map(|body| metrics.time_stream(endpoint, start, body));
                 }
                 Ok(response)
             }
