@@ -12,7 +12,7 @@ use pipeline_gateway::auth::apikey;
 use pipeline_gateway::config::Config;
 use pipeline_gateway::Gateway;
 use prometheus_parse::{Sample, Scrape, Value};
-use support::{closed_port, gateway, get, send, standin, Reply};
+use support::{closed_port, gateway, get, seeded, send, standin, standin_with, Reply};
 
 /// The scrape of the gateway's admin `/metrics`, parsed.
 async fn scrape(gw: &Gateway) -> Scrape {
@@ -512,6 +512,59 @@ async fn a_failed_reload_is_counted_and_flagged() {
     assert_eq!(
         value(&m, "pipeline_gateway_config_last_reload_successful", &[]),
         0.0
+    );
+    gw.shutdown().await;
+}
+
+/// An endless egress stream: its request is timed to its response headers at once, and its
+/// lifetime when the client goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_timed_to_headers_and_its_lifetime_when_it_ends() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let manager = standin_with(seeded()).await;
+    let text = support::config_for(&manager.url(), "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let gw = gateway(&text).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.local_addr())
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            b"POST /v0/pipelines/live/egress/orders_view HTTP/1.1\r\nHost: gw\r\n\
+              Content-Length: 0\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let mut head = vec![0u8; 4096];
+    let n = stream.read(&mut head).await.expect("read");
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let lifetimes = |m: &Scrape| {
+        histogram_count(
+            m,
+            "pipeline_gateway_stream_duration_seconds",
+            &[("endpoint", "egress")],
+        )
+    };
+    let m = scrape(&gw).await;
+    assert_eq!(
+        histogram_count(
+            &m,
+            "pipeline_gateway_request_duration_seconds",
+            &[("endpoint", "egress")]
+        ),
+        1,
+        "timed to its headers while it streams"
+    );
+    assert_eq!(lifetimes(&m), 0, "still streaming");
+    drop(stream);
+    let ended = support::eventually(std::time::Duration::from_secs(10), async || {
+        lifetimes(&scrape(&gw).await) == 1
+    })
+    .await;
+    assert!(
+        ended,
+        "the stream's lifetime is observed when the client leaves"
     );
     gw.shutdown().await;
 }
