@@ -187,6 +187,7 @@ impl Gateway {
         let process = Arc::new(process);
         let runtime = Arc::new(Runtime::build(config, &process).map_err(ConfigError::from)?);
         process.reloads.loaded(runtime.loaded_at);
+        process.set_live(&runtime);
         let current: Current = Arc::new(ArcSwap::from_pointee(stack::build(
             runtime.clone(),
             process.metrics.clone(),
@@ -487,6 +488,7 @@ fn swap(shared: &Arc<Shared>, live: &mut Live, config: Config) -> Result<ReloadR
         shared.process.metrics.clone(),
     )));
     shared.process.reloads.loaded(runtime.loaded_at);
+    shared.process.set_live(&runtime);
     // The old runtime's background work stops; the new one's starts.
     let (stop, signal) = watch::channel(false);
     let _ = std::mem::replace(&mut live.runtime_stop, stop).send(true);

@@ -9,10 +9,19 @@
 //! ([`Runtime::run_background`]).
 //!
 //! What lives longer than one runtime is in [`Process`]: the metrics registry and the metric
-//! families every runtime counts into, and the clock.
+//! families every runtime counts into, and the clock. The gauges that describe the running
+//! runtime's state (endpoint health, ejection, pools, key sets, the configuration's hash) are
+//! read at scrape time from the runtime [`Process::set_live`] last named
+//! ([`RuntimeCollector`]), so a reload neither resets nor duplicates them and a removed
+//! upstream's series disappear.
 
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,10 +34,12 @@ use crate::clock::Clock;
 use crate::config::{Config, Problems};
 use crate::console::IdentityProviderAnswer;
 use crate::cors::CorsPolicy;
+use crate::proxy::metrics::UpstreamMetrics;
 use crate::proxy::{Upstream, Upstreams};
 use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
 use crate::routing::RouteTable;
-use crate::telemetry::Metrics;
+use crate::telemetry::metrics::Name;
+use crate::telemetry::{Metrics, Protocol};
 use crate::tls::{TlsMetrics, TlsTerminator};
 
 /// What outlives every runtime: metrics and the clock.
@@ -38,7 +49,10 @@ pub struct Process {
     pub rate_limits: RateLimitMetrics,
     pub reloads: ReloadMetrics,
     pub tls: TlsMetrics,
+    pub upstreams: UpstreamMetrics,
     pub clock: Arc<dyn Clock>,
+    /// The runtime serving now, for the scrape-time gauges.
+    live: Arc<ArcSwapOption<Runtime>>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,10 +65,15 @@ struct ReloadLabels {
 pub struct ReloadMetrics {
     reloads: Family<ReloadLabels, Counter>,
     loaded_at: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_ok: Gauge,
 }
 
 impl ReloadMetrics {
     fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        // Both results exist from the start, at 0.
+        for result in ["ok", "failed"] {
+            let _ = self.reloads.get_or_create(&ReloadLabels { result });
+        }
         registry.register(
             "config_reloads",
             "Configuration reloads, by result (ok, failed)",
@@ -65,12 +84,19 @@ impl ReloadMetrics {
             "When the running configuration was loaded (Unix time)",
             self.loaded_at.clone(),
         );
+        registry.register(
+            "config_last_reload_successful",
+            "1 when the last reload (or the start) succeeded, 0 when it failed and an older \
+             configuration is still running",
+            self.last_ok.clone(),
+        );
     }
 
     /// Counts a reload.
     pub fn record(&self, ok: bool) {
         let result = if ok { "ok" } else { "failed" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
+        self.last_ok.set(i64::from(ok));
     }
 
     /// Reloads counted with this result so far.
@@ -84,6 +110,7 @@ impl ReloadMetrics {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         self.loaded_at.set(seconds);
+        self.last_ok.set(1);
     }
 }
 
@@ -97,21 +124,230 @@ impl Process {
         let mut metrics = Metrics::new();
         let auth = AuthMetrics::default();
         auth.register(metrics.registry_mut());
-        let rate_limits = RateLimitMetrics::default();
+        let rate_limits = RateLimitMetrics::with_board(metrics.status().clone());
         rate_limits.register(metrics.registry_mut());
         let reloads = ReloadMetrics::default();
         reloads.register(metrics.registry_mut());
         let tls = TlsMetrics::default();
         tls.register(metrics.registry_mut());
         crate::telemetry::trace::register(metrics.registry_mut());
+        let upstreams = UpstreamMetrics::new(metrics.connection_gauge(Protocol::WebSocket));
+        upstreams.register(metrics.registry_mut());
+        let live = Arc::new(ArcSwapOption::empty());
+        metrics
+            .registry_mut()
+            .register_collector(Box::new(RuntimeCollector { live: live.clone() }));
         Process {
             metrics: Arc::new(metrics),
             auth,
             rate_limits,
             reloads,
             tls,
+            upstreams,
             clock,
+            live,
         }
+    }
+
+    /// Names the runtime now serving (at start and after every reload).
+    pub fn set_live(&self, runtime: &Arc<Runtime>) {
+        self.live.store(Some(runtime.clone()));
+    }
+}
+
+/// Encodes one gauge family from `(labels, value)` pairs.
+fn gauges<S: prometheus_client::encoding::EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (S, f64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+#[derive(Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    upstream: Name,
+    endpoint: Name,
+}
+
+#[derive(Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    upstream: Name,
+    endpoint: Name,
+    state: &'static str,
+}
+
+#[derive(Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: Name,
+}
+
+#[derive(Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabels {
+    issuer: Name,
+}
+
+#[derive(Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HashLabels {
+    hash: String,
+}
+
+/// The gauges of the running runtime's state, read at every scrape (see the module docs).
+pub struct RuntimeCollector {
+    live: Arc<ArcSwapOption<Runtime>>,
+}
+
+impl std::fmt::Debug for RuntimeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(runtime) = self.live.load_full() else {
+            return Ok(());
+        };
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut endpoints = Vec::new();
+        for upstream in runtime.upstreams.iter() {
+            let now = upstream.now_ms();
+            for endpoint in &upstream.endpoints {
+                endpoints.push((
+                    Name::from(&upstream.name),
+                    Name::new(&endpoint.url()),
+                    endpoint,
+                    now,
+                ));
+            }
+        }
+        let labels = |(u, e, _, _): &(Name, Name, _, _)| EndpointLabels {
+            upstream: u.clone(),
+            endpoint: e.clone(),
+        };
+        gauges(
+            &mut encoder,
+            "upstream_endpoint_available",
+            "1 when the endpoint gets requests: healthy, not ejected, not draining",
+            endpoints
+                .iter()
+                .map(|x| (labels(x), flag(x.2.is_available(x.3)))),
+        )?;
+        gauges(
+            &mut encoder,
+            "upstream_endpoint_healthy",
+            "1 unless active health checks found the endpoint failing",
+            endpoints
+                .iter()
+                .map(|x| (labels(x), flag(x.2.is_healthy()))),
+        )?;
+        gauges(
+            &mut encoder,
+            "upstream_endpoint_ejected",
+            "1 while the endpoint is ejected after consecutive failures",
+            endpoints
+                .iter()
+                .map(|x| (labels(x), flag(x.2.is_ejected(x.3)))),
+        )?;
+        gauges(
+            &mut encoder,
+            "upstream_endpoint_draining",
+            "1 while an operator drains the endpoint",
+            endpoints
+                .iter()
+                .map(|x| (labels(x), flag(x.2.is_draining()))),
+        )?;
+        gauges(
+            &mut encoder,
+            "upstream_connections",
+            "Connections to the endpoint by state: open (all, in use or idle), idle, and \
+             pending (requests waiting for a connection)",
+            endpoints.iter().flat_map(|x| {
+                let pool = &x.2.pool;
+                [
+                    ("open", pool.open()),
+                    ("idle", pool.idle_count()),
+                    ("pending", pool.pending()),
+                ]
+                .map(|(state, n)| {
+                    (
+                        ConnectionLabels {
+                            upstream: x.0.clone(),
+                            endpoint: x.1.clone(),
+                            state,
+                        },
+                        n as f64,
+                    )
+                })
+            }),
+        )?;
+        gauges(
+            &mut encoder,
+            "upstream_endpoints_available",
+            "Endpoints of the upstream that get requests (0: every one is down)",
+            runtime.upstreams.iter().map(|u| {
+                let now = u.now_ms();
+                let n = u.endpoints.iter().filter(|e| e.is_available(now)).count();
+                (
+                    UpstreamLabels {
+                        upstream: Name::from(&u.name),
+                    },
+                    n as f64,
+                )
+            }),
+        )?;
+        let now = SystemTime::now();
+        let key_sets: Vec<_> = runtime.authenticator.state().key_sets().cloned().collect();
+        gauges(
+            &mut encoder,
+            "auth_jwks_keys",
+            "Keys in the issuer's current key set (absent before one was loaded)",
+            key_sets.iter().filter_map(|set| {
+                let keys = set.keys()?;
+                Some((
+                    IssuerLabels {
+                        issuer: Name::new(set.issuer()),
+                    },
+                    keys.len() as f64,
+                ))
+            }),
+        )?;
+        gauges(
+            &mut encoder,
+            "auth_jwks_age_seconds",
+            "Seconds since the issuer's key set was last loaded successfully",
+            key_sets.iter().filter_map(|set| {
+                let at = set.loaded_at()?;
+                Some((
+                    IssuerLabels {
+                        issuer: Name::new(set.issuer()),
+                    },
+                    now.duration_since(at).map_or(0.0, |d| d.as_secs_f64()),
+                ))
+            }),
+        )?;
+        gauges(
+            &mut encoder,
+            "config_info",
+            "The running configuration's hash (the value is always 1)",
+            [(
+                HashLabels {
+                    hash: runtime.config.hash(),
+                },
+                1.0,
+            )],
+        )?;
+        Ok(())
     }
 }
 
@@ -175,7 +411,12 @@ impl Runtime {
                 upstreams.push(kept);
                 continue;
             }
-            match Upstream::new(upstream, &format!("upstreams[{i}]"), process.clock.clone()) {
+            match Upstream::new(
+                upstream,
+                &format!("upstreams[{i}]"),
+                process.clock.clone(),
+                &process.upstreams,
+            ) {
                 Ok(upstream) => upstreams.push(Arc::new(upstream)),
                 Err(more) => problems.extend(more),
             }

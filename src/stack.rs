@@ -44,6 +44,8 @@ pub type GatewayService = BoxCloneSyncService<Request, Response, Infallible>;
 pub struct Snapshot {
     pub runtime: Arc<Runtime>,
     pub service: GatewayService,
+    /// The process's metrics (the server counts connections in them).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Builds the request path over `runtime`.
@@ -52,7 +54,7 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
     let service = ServiceBuilder::new()
         // Outermost: the request id and span must cover everything below, and the access-log
         // line must see the final response, including one made from a panic.
-        .layer(RequestLogLayer::new(metrics, &runtime.config.log))
+        .layer(RequestLogLayer::new(metrics.clone(), &runtime.config.log))
         // A panic anywhere below becomes a JSON 500 that the access log still records.
         .layer(CatchPanicLayer)
         // CORS headers on every response to an allowed origin, errors included (a browser
@@ -124,6 +126,7 @@ pub fn build(runtime: Arc<Runtime>, metrics: Arc<Metrics>) -> Snapshot {
     Snapshot {
         service: BoxCloneSyncService::new(service),
         runtime,
+        metrics,
     }
 }
 

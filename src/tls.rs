@@ -183,6 +183,8 @@ pub struct TlsTerminator {
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
     metrics: TlsMetrics,
+    /// The serving certificates' names and expiry, for the admin status page.
+    expiries: Mutex<Vec<(String, SystemTime)>>,
 }
 
 impl fmt::Debug for TlsTerminator {
@@ -393,6 +395,7 @@ impl TlsTerminator {
             sessions,
             ticketer,
             metrics: metrics.clone(),
+            expiries: Mutex::new(Vec::new()),
         };
         terminator.publish(&loaded);
         Ok(terminator)
@@ -420,9 +423,20 @@ impl TlsTerminator {
         for (name, not_after) in &loaded.expiries {
             self.metrics.expires(name, *not_after);
         }
+        if let Ok(mut expiries) = self.expiries.lock() {
+            expiries.clone_from(&loaded.expiries);
+        }
         for warning in warnings(&self.config, &self.at, SystemTime::now()) {
             tracing::warn!("{warning}");
         }
+    }
+
+    /// The serving certificates: each name with its `notAfter`.
+    pub fn expiries(&self) -> Vec<(String, SystemTime)> {
+        self.expiries
+            .lock()
+            .map(|expiries| expiries.clone())
+            .unwrap_or_default()
     }
 
     /// Reads the files again and, when any changed, swaps in a server configuration built from

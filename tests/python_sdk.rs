@@ -134,7 +134,8 @@ async fn sdk_backs_off_on_429_and_then_succeeds() {
     let rejected: u64 = metrics
         .lines()
         .filter(|l| {
-            l.starts_with("pipeline_gateway_requests_total") && l.contains("status=\"429\"")
+            l.starts_with("pipeline_gateway_requests_total")
+                && l.contains("error_code=\"RateLimitExceeded\"")
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum();

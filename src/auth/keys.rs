@@ -215,6 +215,11 @@ impl KeySet {
     }
 
     /// A set made of the given keys (shared secrets from configuration).
+    /// Every key's `kid` (`None` for a key without one), in the document's order.
+    pub fn kids(&self) -> impl Iterator<Item = Option<&str>> {
+        self.keys.iter().map(|k| k.kid.as_deref())
+    }
+
     pub fn from_keys(keys: Vec<VerifyKey>) -> KeySet {
         KeySet { keys }
     }

@@ -63,6 +63,65 @@ struct FailureLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    kind: &'static str,
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
+/// The credential a request presented (`auth_outcomes_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// None, or one that could not be read.
+    None,
+    ApiKey,
+    Jwt,
+    ClientCert,
+}
+
+impl Kind {
+    fn of(token: &str) -> Kind {
+        if token.starts_with(apikey::PREFIX) {
+            Kind::ApiKey
+        } else {
+            Kind::Jwt
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::None => "none",
+            Kind::ApiKey => "api_key",
+            Kind::Jwt => "jwt",
+            Kind::ClientCert => "client_cert",
+        }
+    }
+}
+
+/// `(outcome, reason)` labels of a refusal: the 401 reasons are the fixed set of `error.rs`.
+fn outcome_of(error: &AuthError) -> (&'static str, &'static str) {
+    match error {
+        AuthError::Failed(_) | AuthError::ExpiredApiKey { .. } => (
+            "unauthenticated",
+            error.reason().map_or("unknown", Reason::as_str),
+        ),
+        AuthError::Unavailable { .. } => ("unavailable", "no_key_set"),
+        AuthError::InsufficientRole { .. } => ("forbidden", "insufficient_permissions"),
+        AuthError::UnclassifiedEndpoint { .. } => ("forbidden", "unclassified_endpoint"),
+        AuthError::NotATenantMember { .. } => ("forbidden", "not_a_tenant_member"),
+        AuthError::UnmappedClientCertificate { .. } => {
+            ("forbidden", "client_certificate_not_mapped")
+        }
+        AuthError::Internal(_) => ("error", "internal"),
+    }
+}
+
 /// Authenticates and authorizes requests: the policy of one configuration over state that
 /// may outlive it.
 #[derive(Debug)]
@@ -79,6 +138,8 @@ pub struct Authenticator {
 pub struct AuthMetrics {
     verifications: Counter,
     failures: Family<FailureLabels, Counter>,
+    outcomes: Family<OutcomeLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
     key_sets: KeySetMetrics,
 }
 
@@ -93,6 +154,19 @@ impl AuthMetrics {
             "auth_failures",
             "Requests refused with 401, by reason",
             self.failures.clone(),
+        );
+        registry.register(
+            "auth_outcomes",
+            "Authentication decisions on requests that needed a credential, by credential \
+             kind (none, api_key, jwt), outcome (ok, unauthenticated, forbidden, unavailable) \
+             and reason (the 401 reasons; insufficient_permissions, not_a_tenant_member, \
+             unclassified_endpoint for 403; no_key_set for 503; empty when ok)",
+            self.outcomes.clone(),
+        );
+        registry.register(
+            "auth_token_cache_lookups",
+            "Verified-token cache lookups for JWTs, by result (hit, miss)",
+            self.cache.clone(),
         );
         self.key_sets.register(registry);
     }
@@ -298,7 +372,14 @@ impl Authenticator {
         let key = token_key(token);
         let now = self.clock.unix_seconds();
         let cache = &self.state.token_cache;
-        if let Some(identity) = cache.get(&key, now) {
+        let hit = cache.get(&key, now);
+        self.metrics
+            .cache
+            .get_or_create(&CacheLabels {
+                result: if hit.is_some() { "hit" } else { "miss" },
+            })
+            .inc();
+        if let Some(identity) = hit {
             spans::record_cache_hit(true);
             return Ok(Step::Ready(identity));
         }
@@ -311,6 +392,25 @@ impl Authenticator {
             }
             Outcome::NeedKeys { issuer, generation } => Ok(Step::NeedKeys { issuer, generation }),
         }
+    }
+
+    /// Counts a decision on a request that needed a credential.
+    fn count(&self, kind: Kind, outcome: &'static str, reason: &'static str) {
+        self.metrics
+            .outcomes
+            .get_or_create(&OutcomeLabels {
+                kind: kind.as_str(),
+                outcome,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts a refusal: its outcome, and the 401 reason in `auth_failures`.
+    fn refused(&self, kind: Kind, error: &AuthError) {
+        let (outcome, reason) = outcome_of(error);
+        self.count(kind, outcome, reason);
+        self.record(error);
     }
 
     fn record(&self, error: &AuthError) {
@@ -371,20 +471,28 @@ impl Authenticator {
                     .and_then(|context| context.connection().client_certificate.clone());
                 return match certificate {
                     Some(certificate) => self.begin_client_cert(request, &certificate, requirement),
-                    None => self.fail(Reason::MissingCredentials.into()),
+                    None => self.fail(Kind::None, Reason::MissingCredentials.into()),
                 };
             }
-            Err(reason) => return self.fail(reason.into()),
+            Err(reason) => return self.fail(Kind::None, reason.into()),
         };
+        let kind = Kind::of(&presented);
         let tenants = match credential::requested_tenants(request.headers()) {
             Ok(tenants) => tenants,
-            Err(reason) => return self.fail(reason.into()),
+            Err(reason) => return self.fail(kind, reason.into()),
         };
         match self.step(&presented, true) {
             Ok(Step::Ready(identity)) => {
                 match self.finish(request, &identity, requirement, &tenants) {
-                    Ok(()) => Begin::Pass,
-                    Err(error) => Begin::Fail(error),
+                    Ok(()) => {
+                        self.count(kind, "ok", "");
+                        Begin::Pass
+                    }
+                    Err(error) => {
+                        let (outcome, reason) = outcome_of(&error);
+                        self.count(kind, outcome, reason);
+                        Begin::Fail(error)
+                    }
                 }
             }
             Ok(Step::NeedKeys { issuer, generation }) => Begin::Refetch {
@@ -394,7 +502,7 @@ impl Authenticator {
                 requirement,
                 tenants,
             },
-            Err(error) => self.fail(error),
+            Err(error) => self.fail(kind, error),
         }
     }
 
@@ -408,21 +516,27 @@ impl Authenticator {
     ) -> Begin {
         let tenants = match credential::requested_tenants(request.headers()) {
             Ok(tenants) => tenants,
-            Err(reason) => return self.fail(reason.into()),
+            Err(reason) => return self.fail(Kind::ClientCert, reason.into()),
         };
         let Some(identity) = self.client_certs.identify(certificate) else {
-            return Begin::Fail(AuthError::UnmappedClientCertificate {
-                subject: certificate.subject.clone(),
-            });
+            return self.fail(
+                Kind::ClientCert,
+                AuthError::UnmappedClientCertificate {
+                    subject: certificate.subject.clone(),
+                },
+            );
         };
         match self.finish(request, &identity, requirement, &tenants) {
-            Ok(()) => Begin::Pass,
-            Err(error) => Begin::Fail(error),
+            Ok(()) => {
+                self.count(Kind::ClientCert, "ok", "");
+                Begin::Pass
+            }
+            Err(error) => self.fail(Kind::ClientCert, error),
         }
     }
 
-    fn fail(&self, error: AuthError) -> Begin {
-        self.record(&error);
+    fn fail(&self, kind: Kind, error: AuthError) -> Begin {
+        self.refused(kind, &error);
         Begin::Fail(error)
     }
 
@@ -576,9 +690,12 @@ where
                             authenticator.finish(&mut request, &identity, requirement, &tenants)
                         });
                     match outcome {
-                        Ok(()) => Ok(request),
+                        Ok(()) => {
+                            authenticator.count(Kind::Jwt, "ok", "");
+                            Ok(request)
+                        }
                         Err(error) => {
-                            authenticator.record(&error);
+                            authenticator.refused(Kind::Jwt, &error);
                             let response = reject(error);
                             spans::record_error(&recorded, &response, false);
                             Err(response)

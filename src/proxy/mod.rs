@@ -33,6 +33,7 @@ pub mod body;
 pub mod decode;
 pub mod endpoint;
 pub mod headers;
+pub mod metrics;
 pub mod normalize;
 pub mod pool;
 pub mod quota;
@@ -237,9 +238,7 @@ async fn send(
                         .with_internal(error_chain(&error));
                     // Nothing was sent: another endpoint may have it, within the budget.
                     tried |= bit(index);
-                    if has_untried(upstream, tried)
-                        && upstream.retries.try_retry(upstream.instant())
-                    {
+                    if has_untried(upstream, tried) && upstream.may_retry() {
                         last = Some(failed);
                         continue;
                     }
@@ -252,6 +251,7 @@ async fn send(
         };
         let pool = endpoint.pool.clone();
         waiting.set(index);
+        let try_started = std::time::Instant::now();
         let sent = sender.try_send_request(request);
         // Only a try that can be repeated has a limit of its own.
         let try_timeout = template.as_ref().and(upstream.try_timeout);
@@ -268,10 +268,7 @@ async fn send(
                     let limit = upstream.try_timeout.unwrap_or(upstream.request_timeout);
                     let failed = GatewayError::upstream_timeout(&upstream.name, limit);
                     match &template {
-                        Some(template)
-                            if has_untried(upstream, tried)
-                                && upstream.retries.try_retry(upstream.instant()) =>
-                        {
+                        Some(template) if has_untried(upstream, tried) && upstream.may_retry() => {
                             request = rebuild(template);
                             last = Some(failed);
                             continue;
@@ -282,6 +279,9 @@ async fn send(
             },
         };
         waiting.clear();
+        if let Some(meter) = upstream.meters.endpoints.get(index) {
+            meter.observe(try_started.elapsed());
+        }
         let response = match sent {
             Ok(response) => response,
             Err(mut error) => {
@@ -308,7 +308,7 @@ async fn send(
                     (Some(template), Replay::OnServerError)
                         if failed.status() == StatusCode::BAD_GATEWAY
                             && has_untried(upstream, tried)
-                            && upstream.retries.try_retry(upstream.instant()) =>
+                            && upstream.may_retry() =>
                     {
                         request = rebuild(template);
                         last = Some(failed);
@@ -339,6 +339,7 @@ async fn send(
                 sender,
                 pool,
                 &upstream.name,
+                &upstream.meters,
                 &method,
                 catalogued,
                 &path_and_query,
@@ -362,7 +363,7 @@ async fn send(
             if let (Some(template), Replay::OnServerError, false) =
                 (&template, replay, asked_to_wait)
             {
-                if has_untried(upstream, tried) && upstream.retries.try_retry(upstream.instant()) {
+                if has_untried(upstream, tried) && upstream.may_retry() {
                     request = rebuild(template);
                     continue;
                 }
@@ -526,6 +527,7 @@ async fn respond(
     sender: SendRequest<stack_body::Body>,
     pool: Arc<ConnectionPool>,
     upstream: &str,
+    meters: &metrics::UpstreamMeters,
     method: &Method,
     endpoint: &crate::catalog::Endpoint,
     path_and_query: &PathAndQuery,
@@ -545,7 +547,8 @@ async fn respond(
                 .into_response();
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(server_upgrade, upstream_upgrade));
+        let tunnel_guard = meters.tunnel();
+        tokio::spawn(tunnel(server_upgrade, upstream_upgrade, tunnel_guard));
         return normalize::passthrough(response);
     }
     headers::strip_hop_by_hop(response.headers_mut(), false);
@@ -557,7 +560,11 @@ async fn respond(
 }
 
 /// Copies bytes both ways between the client's and the upstream's upgraded connections.
-async fn tunnel(server: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+async fn tunnel(
+    server: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    _open: metrics::TunnelGuard,
+) {
     let (server, upstream) = match tokio::try_join!(server, upstream) {
         Ok(pair) => pair,
         Err(error) => {

@@ -31,6 +31,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::endpoint::{millis_since, Endpoint, Observation};
+use super::metrics::{UpstreamMeters, UpstreamMetrics};
 use super::pool::PoolLimits;
 use super::retry::RetryBudget;
 use crate::body::Body;
@@ -99,6 +100,8 @@ pub struct Upstream {
     epoch: Instant,
     connector: ManagerConnector,
     connect_timeout: Duration,
+    /// Handles into the process's metrics (per endpoint, in the order of `endpoints`).
+    pub meters: UpstreamMeters,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -117,6 +120,7 @@ impl Upstream {
         config: &UpstreamConfig,
         at: &str,
         clock: Arc<dyn Clock>,
+        metrics: &UpstreamMetrics,
     ) -> Result<Upstream, Problems> {
         let mut problems = Problems::default();
         let limits = PoolLimits {
@@ -126,11 +130,13 @@ impl Upstream {
             idle_timeout: config.pool_idle_timeout,
             max_idle: config.pool_max_idle_per_endpoint,
         };
-        let endpoints = config
+        let endpoints: Vec<Endpoint> = config
             .endpoints
             .iter()
             .map(|url| Endpoint::new(url.scheme.clone(), url.authority.clone(), limits))
             .collect();
+        let urls: Vec<String> = endpoints.iter().map(Endpoint::url).collect();
+        let meters = metrics.meters(&config.name, &urls);
         let replacement_authorization = match (config.credentials, &config.bearer_env) {
             (CredentialsMode::Replace, Some(var)) => match std::env::var(var) {
                 Ok(key) => match HeaderValue::try_from(format!("Bearer {key}")) {
@@ -191,7 +197,20 @@ impl Upstream {
             epoch,
             connector,
             connect_timeout: config.connect_timeout,
+            meters,
         })
+    }
+
+    /// Whether one more retry fits the budget; counts the retry, or the refusal.
+    pub fn may_retry(&self) -> bool {
+        let allowed = self.retries.try_retry(self.instant());
+        self.meters.retry(allowed);
+        allowed
+    }
+
+    /// Health checks' settings, when configured.
+    pub fn health(&self) -> Option<&HealthConfig> {
+        self.health.as_ref()
     }
 
     pub fn endpoint_count(&self) -> usize {

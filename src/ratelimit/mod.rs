@@ -48,7 +48,11 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::telemetry::metrics::Name;
+use crate::telemetry::StatusBoard;
 use tokio::sync::Notify;
 
 use crate::catalog::Endpoint;
@@ -212,12 +216,12 @@ struct TenantBudget {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
-    policy: String,
+    policy: Name,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
-    policy: String,
+    policy: Name,
     decision: &'static str,
 }
 
@@ -228,15 +232,41 @@ struct FallbackLabels {
 
 /// The limiter's metrics (registered under `pipeline_gateway_ratelimit_*`), made once per
 /// process and shared by every runtime snapshot.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RateLimitMetrics {
     decisions: Family<DecisionLabels, Counter>,
     fallbacks: Family<FallbackLabels, Counter>,
     keys: Family<PolicyLabels, Gauge>,
     overflowed: Family<PolicyLabels, Counter>,
+    redis_durations: Histogram,
+    /// Where refused keys are noted for the status page.
+    board: Arc<StatusBoard>,
 }
 
+impl Default for RateLimitMetrics {
+    fn default() -> Self {
+        RateLimitMetrics::with_board(Arc::default())
+    }
+}
+
+/// Redis decision latencies: 0.1 ms to its timeout's range.
+const REDIS_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 impl RateLimitMetrics {
+    /// Metrics whose refusals are noted on `board` (the status page's).
+    pub fn with_board(board: Arc<StatusBoard>) -> RateLimitMetrics {
+        RateLimitMetrics {
+            decisions: Family::default(),
+            fallbacks: Family::default(),
+            keys: Family::default(),
+            overflowed: Family::default(),
+            redis_durations: Histogram::new(REDIS_BUCKETS),
+            board,
+        }
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         let registry = registry.sub_registry_with_prefix("ratelimit");
         registry.register(
@@ -258,6 +288,11 @@ impl RateLimitMetrics {
             "overflowed",
             "Decisions made against a policy's shared overflow budget because it held max_keys",
             self.overflowed.clone(),
+        );
+        registry.register(
+            "redis_duration_seconds",
+            "Time Redis took to decide (or to fail), per decision",
+            self.redis_durations.clone(),
         );
     }
 }
@@ -424,7 +459,7 @@ impl RateLimits {
             }),
             None => None,
         };
-        Ok(RateLimits {
+        let limits = RateLimits {
             resolver: ClientIpResolver::new(config.trusted_proxies.iter().map(|p| p.0).collect()),
             client_ip,
             principal,
@@ -435,7 +470,16 @@ impl RateLimits {
             metrics,
             sweep_interval: config.sweep_interval,
             sweep_now: Notify::new(),
-        })
+        };
+        // Every series this configuration can count exists from the start, at 0, so that
+        // `rate()` and alerts see it before the first decision.
+        let _ = limits.decision_totals();
+        if let Some(shared) = &limits.shared {
+            let _ = limits.metrics.fallbacks.get_or_create(&FallbackLabels {
+                on_error: shared.on_error.as_str(),
+            });
+        }
+        Ok(limits)
     }
 
     /// The client-IP budget of a request from `peer`, when `client_ip` is configured.
@@ -581,11 +625,15 @@ impl RateLimits {
             },
             Some(shared) => {
                 let redis_key = format!("{}{}:{}", shared.prefix, policy.name, target.key);
-                match shared
+                let started = Instant::now();
+                let decided = shared
                     .store
                     .decide(&redis_key, policy.rate.interval(), policy.burst)
-                    .await
-                {
+                    .await;
+                self.metrics
+                    .redis_durations
+                    .observe(started.elapsed().as_secs_f64());
+                match decided {
                     Ok(decision) => Verdict::Decided { policy, decision },
                     Err(error) => self.fall_back(shared, target, policy, error)?,
                 }
@@ -600,15 +648,18 @@ impl RateLimits {
         let policy_name = match &outcome {
             Verdict::Decided { policy, .. }
             | Verdict::AllowedBlind { policy }
-            | Verdict::Unavailable { policy, .. } => policy.name.to_string(),
+            | Verdict::Unavailable { policy, .. } => &policy.name,
         };
         self.metrics
             .decisions
             .get_or_create(&DecisionLabels {
-                policy: policy_name,
+                policy: Name::from(policy_name),
                 decision,
             })
             .inc();
+        if decision == "deny" {
+            self.metrics.board.limited(policy_name, &target.key);
+        }
         Some(outcome)
     }
 
@@ -652,12 +703,38 @@ impl RateLimits {
         })
     }
 
+    /// Every policy's decisions so far: `(policy, allowed, denied)` (the status page).
+    pub fn decision_totals(&self) -> Vec<(String, u64, u64)> {
+        let policies = self
+            .client_ip
+            .iter()
+            .map(|l| &l.policy)
+            .chain(self.principal.iter().map(|l| &l.policy))
+            .chain(self.rules.iter().map(|r| &r.limited.policy))
+            .chain(self.overrides.iter().map(|o| &o.limited.policy))
+            .chain(self.tenants.iter().map(|t| &t.limited.policy));
+        policies
+            .map(|policy| {
+                let count = |decision| {
+                    self.metrics
+                        .decisions
+                        .get_or_create(&DecisionLabels {
+                            policy: Name::from(&policy.name),
+                            decision,
+                        })
+                        .get()
+                };
+                (policy.name.to_string(), count("allow"), count("deny"))
+            })
+            .collect()
+    }
+
     /// Sweeps every local budget; returns the keys left in all policies.
     pub fn sweep(&self) -> usize {
         let mut left = 0;
         let mut record = |policy: &Policy, keys: usize, overflowed: u64| {
             let labels = PolicyLabels {
-                policy: policy.name.to_string(),
+                policy: Name::from(&policy.name),
             };
             self.metrics.keys.get_or_create(&labels).set(keys as i64);
             if overflowed > 0 {

@@ -1,6 +1,7 @@
 //! The admin listener (`[admin] listen`), never on the client port: neither auth nor rate
 //! limits apply and clients cannot reach it.
 //!
+//! - `GET /`: the status page, one HTML page for people (`status_page`).
 //! - `GET /livez`: the process answers.
 //! - `GET /readyz`: the gateway can serve (every readiness check passes, e.g. a JWKS was
 //!   loaded).
@@ -34,7 +35,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{accept_loop, drain, Current};
+use super::{accept_loop, drain, status_page, Current};
 use crate::body::{self, Body};
 use crate::config::Problems;
 use crate::errors::GatewayError;
@@ -69,6 +70,25 @@ fn text(status: StatusCode, content: String) -> Response<Body> {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn html(page: String) -> Response<Body> {
+    let mut response = Response::new(body::full(page));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(status_page::CSP),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
     );
     response
 }
@@ -108,6 +128,10 @@ async fn answer(
     path: String,
 ) -> Response<Body> {
     match (method, path.as_str()) {
+        (Method::GET, "/") => {
+            let runtime = current.load().runtime.clone();
+            html(status_page::render(&runtime, metrics.status()))
+        }
         (Method::GET, "/livez") => text(StatusCode::OK, "ok\n".into()),
         (Method::GET, "/readyz") => match current.load().runtime.authenticator.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
@@ -146,7 +170,7 @@ async fn answer(
             json_response(&json!({ "upstreams": upstreams }))
         }
         (Method::POST, path) if path.starts_with("/upstreams/") => drain_endpoint(&current, path),
-        (_, "/livez" | "/readyz" | "/metrics" | "/config" | "/upstreams") => {
+        (_, "/" | "/livez" | "/readyz" | "/metrics" | "/config" | "/upstreams") => {
             GatewayError::method_not_allowed(&Method::POST, &path, "GET").into_response()
         }
         (_, "/reload") => {

@@ -21,11 +21,12 @@
 
 pub mod admin;
 pub mod redirect;
+pub mod status_page;
 pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -41,6 +42,8 @@ use crate::body;
 use crate::config::ServerConfig;
 use crate::context::{Connection, RequestContext};
 use crate::stack::{GatewayService, Snapshot};
+use crate::telemetry::metrics::GaugeGuard;
+use crate::telemetry::Protocol;
 
 /// The snapshot serving new requests; swapped whole on reload.
 pub type Current = Arc<ArcSwap<Snapshot>>;
@@ -66,6 +69,9 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 struct Adapter {
     current: Current,
     connection: Arc<Connection>,
+    /// Counts the connection in `connections_open{protocol}` from its first request (when
+    /// its protocol is known) until it closes (when hyper drops this service).
+    counted: OnceLock<GaugeGuard>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Adapter {
@@ -74,11 +80,20 @@ impl hyper::service::Service<http::Request<Incoming>> for Adapter {
     type Future = Oneshot<GatewayService, body::Request>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let snapshot = self.current.load();
+        if self.counted.get().is_none() {
+            let protocol = if request.version() == http::Version::HTTP_2 {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            };
+            let _ = self.counted.set(snapshot.metrics.connection(protocol));
+        }
         let mut request = request.map(body::boxed);
         request
             .extensions_mut()
             .insert(RequestContext::new(self.connection.clone()));
-        self.current.load().service.clone().oneshot(request)
+        snapshot.service.clone().oneshot(request)
     }
 }
 
@@ -161,6 +176,7 @@ pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Futur
                 let hyper_service = Adapter {
                     current,
                     connection,
+                    counted: OnceLock::new(),
                 };
                 let connection = builder(&settings)
                     .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
@@ -174,6 +190,7 @@ pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Futur
         let hyper_service = Adapter {
             current: current.clone(),
             connection: Arc::new(Connection::plain(peer)),
+            counted: OnceLock::new(),
         };
         let connection = builder(&settings)
             .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)

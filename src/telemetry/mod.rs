@@ -8,12 +8,16 @@
 //! error code and internal cause, bytes, duration). Inner layers add what they learn through
 //! the request context. [`trace`] exports the spans over OTLP when `[tracing]` is configured.
 //! [`CatchPanicLayer`] turns a panic into a JSON 500.
+//! [`metrics`] is the Prometheus registry and the request path's own metrics; [`status`] what
+//! the admin status page remembers (recent errors, most refused principals).
 
 pub mod metrics;
 mod panic;
 mod request_log;
+pub mod status;
 pub mod trace;
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, Protocol};
 pub use panic::CatchPanicLayer;
 pub use request_log::{RequestLogLayer, REQUEST_ID};
+pub use status::{CertificateExpiry, StatusBoard};

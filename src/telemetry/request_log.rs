@@ -35,7 +35,12 @@ use crate::context::RequestContext;
 use crate::errors::ErrorInfo;
 use crate::spans;
 
+use super::metrics::Answered;
 use super::Metrics;
+use crate::catalog::EndpointClass;
+
+/// The error code of an error answer the manager wrote itself.
+static UPSTREAM: std::borrow::Cow<'static, str> = std::borrow::Cow::Borrowed("upstream");
 
 /// The request-id header, accepted from clients, sent upstream and echoed back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -166,6 +171,10 @@ where
             None => tracing::info_span!("request", id = id.to_str().unwrap_or("")),
         };
         let metrics = self.layer.metrics.clone();
+        let in_flight = metrics.in_flight();
+        // For the status page's recent errors (a reference-counted copy, not an allocation).
+        let uri = request.uri().clone();
+        let method = request.method().clone();
         let future: ResponseFuture = {
             let _entered = span.enter();
             Box::pin(self.inner.call(request))
@@ -175,31 +184,51 @@ where
             response.headers_mut().insert(REQUEST_ID, id.clone());
             let latency = start.elapsed();
             let status = response.status().as_u16();
-            let endpoint = context.classified_opt().map_or("-", |c| c.endpoint.name);
-            metrics.observe_request(endpoint, status, latency);
-            let Some((method, path)) = kept else {
-                return Ok(response);
-            };
-            if let Some(span) = &traced {
-                spans::finish_request_span(span, &context, &method, &path, &response);
+            let error = response.extensions().get::<ErrorInfo>();
+            drop(in_flight);
+            let classified = context.classified_opt();
+            let endpoint = classified.map_or("-", |c| c.endpoint.name);
+            metrics.observe_request(&Answered {
+                route: context.route_opt().map(|r| &r.upstream_name),
+                endpoint,
+                method: &method,
+                status,
+                error_code: error.map(|e| &e.code),
+                latency,
+            });
+            if status >= 400 {
+                let code = error.map_or(&UPSTREAM, |e| &e.code);
+                metrics.status().error(code.clone(), status, uri.path());
             }
-            if logged {
-                let ids = traced.as_ref().and_then(spans::ids);
-                let trace_id = match &ids {
-                    Some((trace_id, _)) => Some(trace_id.as_str()),
-                    None => client_trace.as_deref(),
-                };
-                write_access_line(AccessLine {
-                    fields,
-                    id: &id,
-                    trace_id,
-                    span_id: ids.as_ref().map(|(_, span_id)| span_id.as_str()),
-                    method: &method,
-                    path: &path,
-                    context: &context,
-                    response: &response,
-                    latency,
-                });
+            // A stream's lifetime runs until its body ends (a WebSocket's tunnel is counted
+            // by forwarding, as an open `ws` connection).
+            let streamed = (200..300).contains(&status)
+                && classified.is_some_and(|c| c.endpoint.class == EndpointClass::Stream);
+            if let Some((method, path)) = kept {
+                if let Some(span) = &traced {
+                    spans::finish_request_span(span, &context, &method, &path, &response);
+                }
+                if logged {
+                    let ids = traced.as_ref().and_then(spans::ids);
+                    let trace_id = match &ids {
+                        Some((trace_id, _)) => Some(trace_id.as_str()),
+                        None => client_trace.as_deref(),
+                    };
+                    write_access_line(AccessLine {
+                        fields,
+                        id: &id,
+                        trace_id,
+                        span_id: ids.as_ref().map(|(_, span_id)| span_id.as_str()),
+                        method: &method,
+                        path: &path,
+                        context: &context,
+                        response: &response,
+                        latency,
+                    });
+                }
+            }
+            if streamed {
+                response = response.map(|body| metrics.time_stream(endpoint, start, body));
             }
             Ok(response)
         })

@@ -46,11 +46,18 @@ struct RefusalLabels {
     reason: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    issuer: String,
+    result: &'static str,
+}
+
 /// What key sets did that an operator must hear about: documents refused (the previous set
 /// stays) and keys in them that were never used. Shared by every issuer.
 #[derive(Debug, Clone, Default)]
 pub struct KeySetMetrics {
     refusals: Family<RefusalLabels, Counter>,
+    fetches: Family<RefreshLabels, Counter>,
 }
 
 impl KeySetMetrics {
@@ -61,6 +68,31 @@ impl KeySetMetrics {
              symmetric keys in them ignored (reason: symmetric_key)",
             self.refusals.clone(),
         );
+        registry.register(
+            "auth_jwks_fetches",
+            "Key-set fetches (background refreshes and unknown-kid refetches), by issuer and \
+             result (ok, failed)",
+            self.fetches.clone(),
+        );
+    }
+
+    /// Makes the issuer's series exist (at 0) before its first fetch.
+    fn known(&self, issuer: &str) {
+        for result in ["ok", "failed"] {
+            let _ = self.fetches.get_or_create(&RefreshLabels {
+                issuer: issuer.to_owned(),
+                result,
+            });
+        }
+    }
+
+    fn fetched(&self, issuer: &str, ok: bool) {
+        self.fetches
+            .get_or_create(&RefreshLabels {
+                issuer: issuer.to_owned(),
+                result: if ok { "ok" } else { "failed" },
+            })
+            .inc();
     }
 
     fn refused(&self, reason: &'static str, by: u64) {
@@ -109,6 +141,8 @@ pub struct IssuerKeySet {
     fetching: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
     metrics: KeySetMetrics,
+    /// When a set was last installed (wall clock, for operators).
+    loaded_at: Mutex<Option<std::time::SystemTime>>,
 }
 
 impl std::fmt::Debug for IssuerKeySet {
@@ -131,6 +165,7 @@ impl IssuerKeySet {
         metrics: KeySetMetrics,
     ) -> Result<IssuerKeySet, String> {
         let fetcher = Fetcher::new(settings.source.clone(), client);
+        metrics.known(&settings.issuer);
         let now = clock.instant();
         let set = IssuerKeySet {
             store: KeySetStore::new(),
@@ -145,6 +180,7 @@ impl IssuerKeySet {
             settings,
             clock,
             metrics,
+            loaded_at: Mutex::new(None),
         };
         if let Some(read) = set.fetcher.read_file() {
             set.install(&read?)?;
@@ -195,6 +231,8 @@ impl IssuerKeySet {
                         .refused("symmetric_key", parsed.symmetric_refused as u64);
                 }
                 self.store.install(parsed.keys);
+                *self.loaded_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(std::time::SystemTime::now());
                 Ok(())
             }
             Err(error) => {
@@ -204,11 +242,21 @@ impl IssuerKeySet {
         }
     }
 
+    /// When a set was last installed; `None` before the first.
+    pub fn loaded_at(&self) -> Option<std::time::SystemTime> {
+        *self.loaded_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Fetches and installs; returns the answer's `max-age`.
     async fn load(&self) -> Result<Option<Duration>, String> {
-        let fetched = self.fetcher.fetch().await?;
-        self.install(&fetched.bytes)?;
-        Ok(fetched.max_age)
+        let loaded = async {
+            let fetched = self.fetcher.fetch().await?;
+            self.install(&fetched.bytes)?;
+            Ok(fetched.max_age)
+        }
+        .await;
+        self.metrics.fetched(&self.settings.issuer, loaded.is_ok());
+        loaded
     }
 
     /// Refetches because a token named a `kid` missing from the set of generation
