@@ -8,6 +8,7 @@ mod demo;
 use clap::{Parser, Subcommand};
 use feldera_standin::cli::StandinArgs;
 use pipeline_gateway::config::{Config, ConfigError};
+use pipeline_gateway::workers::Workers;
 use pipeline_gateway::Gateway;
 
 // mimalloc: the request path allocates many small, short-lived objects; glibc's malloc was
@@ -25,10 +26,11 @@ struct Cli {
     /// Configuration file (same as `run --config`).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Worker threads serving requests (default: one per core). With 1 the gateway runs on a
-    /// single-threaded runtime: no work stealing and no cross-thread wake-ups, the fastest
-    /// setting when the process is pinned to one core (one process per core, like nginx's
-    /// workers, behind SO_REUSEPORT or a balancer).
+    /// Worker threads serving requests (default: one multi-threaded, work-stealing runtime
+    /// with a thread per core). With N (1 or more) `run` starts N per-core runtimes: N
+    /// threads, each a single-threaded runtime accepting on its own SO_REUSEPORT listener on
+    /// the same address, like nginx's workers: no work stealing and no cross-thread wake-ups
+    /// on the request path. Rate limits, the token cache and the upstream pools are shared.
     #[arg(long, global = true, env = "PIPELINE_GATEWAY_WORKERS")]
     workers: Option<usize>,
     /// Log format.
@@ -155,12 +157,20 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+async fn serve(config: Config, path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     // SIGHUP reloads the configuration file; a broken one is logged and changes nothing.
     // Listened for before serving: its default action would end the process.
     #[cfg(unix)]
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let gateway = Gateway::start_from(config, Some(path)).await?;
+    let gateway = match workers {
+        // This thread's (current-thread) runtime is worker 0; the others get a thread each.
+        Some(n) if n >= 2 => {
+            let workers = Workers::spawn(n - 1)
+                .map_err(|e| anyhow::anyhow!("cannot start {n} worker runtimes: {e}"))?;
+            Gateway::start_per_core(config, Some(path), workers).await?
+        }
+        _ => Gateway::start_from(config, Some(path)).await?,
+    };
     #[cfg(unix)]
     {
         let shutdown = shutdown_signal();
@@ -206,8 +216,11 @@ fn main() -> ExitCode {
         other => other,
     };
     init_logging(&cli.log_format);
+    // `run --workers N`: per-core runtimes, this thread's being the first (see `serve`).
+    let per_core = matches!(command, Command::Run) && cli.workers.is_some_and(|n| n >= 2);
     let mut builder = match cli.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(_) if per_core => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(n.max(1));
@@ -227,7 +240,7 @@ fn main() -> ExitCode {
             Command::Run | Command::CheckConfig | Command::Apikey { .. } => {
                 let config = load(cli.config.as_ref(), false).map_err(anyhow::Error::msg)?;
                 let path = cli.config.clone().unwrap_or_default();
-                serve(config, path).await
+                serve(config, path, cli.workers).await
             }
             Command::StandIn(args) => feldera_standin::cli::run(args).await,
             Command::Demo => {
