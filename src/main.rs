@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod demo;
+mod memory;
 
 use clap::{Parser, Subcommand};
 use feldera_standin::cli::StandinArgs;
@@ -11,8 +12,8 @@ use pipeline_gateway::config::{Config, ConfigError};
 use pipeline_gateway::workers::Workers;
 use pipeline_gateway::Gateway;
 
-// mimalloc: the request path allocates many small, short-lived objects; glibc's malloc was
-// a fifth of the instructions per proxied request under callgrind.
+// mimalloc: the request path allocates many small, short-lived objects (see src/memory.rs).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -192,6 +193,7 @@ async fn serve(config: Config, path: PathBuf, workers: Option<usize>) -> anyhow:
 }
 
 fn main() -> ExitCode {
+    memory::settle();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::CheckConfig = command {
