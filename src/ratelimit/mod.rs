@@ -561,6 +561,27 @@ impl RateLimits {
         }
     }
 
+    /// Whether every decision is made in this process's memory (no `[rate_limit.redis]`):
+    /// then [`RateLimits::decide_now`] decides without waiting.
+    pub fn is_local(&self) -> bool {
+        self.shared.is_none()
+    }
+
+    /// [`RateLimits::decide`] for a local limiter, at once; `None` also when the decision
+    /// would need Redis.
+    pub fn decide_now(&self, target: &Target) -> Option<Verdict> {
+        if self.shared.is_some() {
+            return None;
+        }
+        let policy = self.policy(target.policy)?.clone();
+        let outcome = Verdict::Decided {
+            decision: self.decide_local(target)?,
+            policy,
+        };
+        self.count(&outcome);
+        Some(outcome)
+    }
+
     /// Decides one request: in Redis when configured (applying `on_error` when it fails),
     /// in memory otherwise. `None`: the target names no policy (not limited).
     pub async fn decide(&self, target: &Target) -> Option<Verdict> {
@@ -582,13 +603,19 @@ impl RateLimits {
                 }
             }
         };
-        let decision = match &outcome {
+        self.count(&outcome);
+        Some(outcome)
+    }
+
+    /// Counts a decision in `pipeline_gateway_rate_limit_decisions_total`.
+    fn count(&self, outcome: &Verdict) {
+        let decision = match outcome {
             Verdict::Decided { decision, .. } if decision.allowed => "allow",
             Verdict::Decided { .. } => "deny",
             Verdict::AllowedBlind { .. } => "allow",
             Verdict::Unavailable { .. } => "deny",
         };
-        let policy_name = match &outcome {
+        let policy_name = match outcome {
             Verdict::Decided { policy, .. }
             | Verdict::AllowedBlind { policy }
             | Verdict::Unavailable { policy, .. } => policy.name.to_string(),
@@ -600,7 +627,6 @@ impl RateLimits {
                 decision,
             })
             .inc();
-        Some(outcome)
     }
 
     fn fall_back(
