@@ -115,13 +115,22 @@ fn the_local_limiter_admits_exactly_the_burst_across_two_workers() {
         ),
     );
     assert_eq!(gateway.listening["fields"]["workers"], 2);
-    let threads = gateway.thread_names();
-    assert!(
-        threads
+    // A thread names itself once it runs: poll with a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let threads = gateway.thread_names();
+        if threads
             .iter()
-            .any(|name| name.starts_with("gateway-worker")),
-        "a second runtime's thread: {threads:?}"
-    );
+            .any(|name| name.starts_with("gateway-worker"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a second runtime's thread: {threads:?}"
+        );
+        std::thread::yield_now();
+    }
     // Every request on a new connection: the kernel spreads them over both listeners.
     let answers: Vec<(u16, serde_json::Value)> = (0..40)
         .map(|_| gateway.get("/v0/pipelines/orders"))
