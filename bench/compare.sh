@@ -22,17 +22,26 @@
 #   (t and h skip `direct`, whose static upstream has no TLS, and skip the gateway with a
 #   message when its check-config refuses [server.tls].)
 #
+#   a2 workload a on two cores: gateway --workers 2 against nginx worker_processes 2
+#
 # Fairness: the system under test runs on CPU $SUT_CPU with one worker (nginx
 # worker_processes 1, haproxy nbthread 1, gateway --workers 1); wrk (1 thread) and
-# the upstream share CPU $LOAD_CPU. Every run starts the system fresh, warms it up, then
-# measures; systems alternate within each round (A B C D, A B C D, ...). Access logs are off
-# everywhere. Results: bench/results/latest.{json,md,svg} (see bench/README.md).
+# the upstream share CPU $LOAD_CPU. In the two-core run (a2) it runs on CPUs $SUT2_CPUS with
+# two workers, and wrk (2 threads) and the upstream on $LOAD2_CPUS (a third core; on a
+# two-CPU machine they are left unpinned and share the two cores, which the report says).
+# Every run starts the system fresh, warms it up, then measures; systems alternate within
+# each round (A B C D, A B C D, ...). Access logs are off everywhere. CPU per request is the
+# system's utime+stime (/proc/PID/stat) over the run divided by its requests. Memory: the
+# three scenarios of bench/rss.py (idle keep-alive clients, requests in flight at a slow
+# upstream, after they left) for the gateway and nginx. With --callgrind, instructions per
+# request of workload (a) under valgrind (bench/callgrind.sh) for the gateway and nginx.
+# Results: bench/results/latest.{json,md,svg} (see bench/README.md).
 #
 # Usage: bench/compare.sh [--quick] [--rounds N] [--duration S] [--warmup S]
 #                         [--connections C] [--workloads a,b,c,d,t,h]
 #                         [--systems direct,nginx,haproxy,gateway] [--tokens N]
-#                         [--rss-connections N] [--rss-duration S] [--no-rss]
-#                         [--no-build] [--strict] [--note TEXT]
+#                         [--rss-connections N] [--rss-settle S] [--no-rss] [--no-two-core]
+#                         [--callgrind] [--no-build] [--strict] [--note TEXT]
 # Environment:
 #   BENCH_GATEWAY_AUTH=off        run the gateway with [auth] mode = "off" (harness validation
 #                                 on a build without the auth work; ratios are then invalid)
@@ -41,6 +50,8 @@
 #   BENCH_GATEWAY_BIN=PATH        use this binary, do not build
 #   BENCH_BASE_PORT=18080         upstream, nginx, haproxy, gateway on this port and the next 3
 #   BENCH_SUT_CPU=0 BENCH_LOAD_CPU=1
+#   BENCH_SUT2_CPUS=0,1 BENCH_LOAD2_CPUS=2   the two-core run (default load CPUs: 2- when the
+#                                 machine has 3 or more, else unpinned)
 # Exit status: 0 done (targets may have failed; they are printed), 1 on any error, 3 when
 # --strict and a target failed.
 
@@ -63,8 +74,8 @@ PIPELINE="bench-orders"
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 QUICK=0 ROUNDS="" DURATION="" WARMUP="" CONNECTIONS=64 WORKLOADS="" NTOKENS=10000
-SYSTEMS="direct,nginx,haproxy,gateway" RSS_CONNECTIONS=1000 RSS_DURATION="" RSS=1
-BUILD=1 STRICT=0 NOTE=""
+SYSTEMS="direct,nginx,haproxy,gateway" RSS_CONNECTIONS=1000 RSS_SETTLE="" RSS=1
+TWO_CORE=1 CALLGRIND=0 BUILD=1 STRICT=0 NOTE=""
 while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
@@ -76,8 +87,10 @@ while (($#)); do
         --systems) SYSTEMS=$2; shift ;;
         --tokens) NTOKENS=$2; shift ;;
         --rss-connections) RSS_CONNECTIONS=$2; shift ;;
-        --rss-duration) RSS_DURATION=$2; shift ;;
+        --rss-settle) RSS_SETTLE=$2; shift ;;
         --no-rss) RSS=0 ;;
+        --no-two-core) TWO_CORE=0 ;;
+        --callgrind) CALLGRIND=1 ;;
         --no-build) BUILD=0 ;;
         --strict) STRICT=1 ;;
         --note) NOTE=$2; shift ;;
@@ -87,21 +100,37 @@ while (($#)); do
     shift
 done
 if ((QUICK)); then
-    # Under 60 s once the binary is built: one round of workload (a), short runs.
-    : "${ROUNDS:=1}" "${DURATION:=5}" "${WARMUP:=1}" "${WORKLOADS:=a}" "${RSS_DURATION:=3}"
+    # About a minute once the binary is built: one round of workload (a) on one core and on
+    # two, short runs, and the memory scenarios with short pauses.
+    : "${ROUNDS:=1}" "${DURATION:=5}" "${WARMUP:=1}" "${WORKLOADS:=a}" "${RSS_SETTLE:=1}"
 else
-    : "${ROUNDS:=3}" "${DURATION:=10}" "${WARMUP:=2}" "${WORKLOADS:=a,b,c,d}" "${RSS_DURATION:=10}"
+    : "${ROUNDS:=3}" "${DURATION:=10}" "${WARMUP:=2}" "${WORKLOADS:=a,b,c,d}" "${RSS_SETTLE:=3}"
+fi
+# The two-core run (a2) compares the gateway with nginx only.
+if ((TWO_CORE)) && [[ ",$SYSTEMS," == *,gateway,* || ",$SYSTEMS," == *,nginx,* ]] &&
+    [[ ",$WORKLOADS," != *,a2,* ]]; then
+    WORKLOADS+=",a2"
 fi
 IFS=, read -r -a WORKLOAD_LIST <<<"$WORKLOADS"
 IFS=, read -r -a SYSTEM_LIST <<<"$SYSTEMS"
 
 SUT_CPU=${BENCH_SUT_CPU:-0}
 LOAD_CPU=${BENCH_LOAD_CPU:-1}
+SUT2_CPUS=${BENCH_SUT2_CPUS:-0,1}
+if [[ -n ${BENCH_LOAD2_CPUS+set} ]]; then
+    LOAD2_CPUS=$BENCH_LOAD2_CPUS
+elif (($(nproc) >= 3)); then
+    LOAD2_CPUS=2-$(($(nproc) - 1))
+else
+    LOAD2_CPUS=""
+fi
 BASE_PORT=${BENCH_BASE_PORT:-18080}
 UPSTREAM_PORT=$BASE_PORT
 NGINX_PORT=$((BASE_PORT + 1))
 HAPROXY_PORT=$((BASE_PORT + 2))
 GATEWAY_PORT=$((BASE_PORT + 3))
+# The memory scenarios' slow upstream (bench/rss.py listens there).
+RSS_UPSTREAM_PORT=$((BASE_PORT + 4))
 GATEWAY_AUTH=${BENCH_GATEWAY_AUTH:-on}
 if [[ $GATEWAY_AUTH == off ]]; then
     # With auth off every request is the same anonymous principal: a per-principal limit has
@@ -122,12 +151,12 @@ die() {
 }
 
 for w in "${WORKLOAD_LIST[@]}"; do
-    [[ $w =~ ^[abcdth]$ ]] || die "unknown workload '$w' (a, b, c, d, t, h)"
+    [[ $w =~ ^(a|b|c|d|t|h|a2)$ ]] || die "unknown workload '$w' (a, b, c, d, t, h, a2)"
 done
 for s in "${SYSTEM_LIST[@]}"; do
     [[ $s =~ ^(direct|nginx|haproxy|gateway)$ ]] || die "unknown system '$s' (direct, nginx, haproxy, gateway)"
 done
-for n in "$ROUNDS" "$DURATION" "$WARMUP" "$CONNECTIONS" "$NTOKENS" "$RSS_CONNECTIONS" "$RSS_DURATION"; do
+for n in "$ROUNDS" "$DURATION" "$WARMUP" "$CONNECTIONS" "$NTOKENS" "$RSS_CONNECTIONS" "$RSS_SETTLE"; do
     [[ $n =~ ^[0-9]+$ ]] || die "expected a whole number, got '$n'"
 done
 ((ROUNDS >= 1 && DURATION >= 1)) || die "--rounds and --duration must be at least 1"
@@ -199,7 +228,7 @@ ensure_tools() {
     ((cpus > SUT_CPU && cpus > LOAD_CPU && SUT_CPU != LOAD_CPU)) ||
         die "need two distinct CPUs (BENCH_SUT_CPU=$SUT_CPU, BENCH_LOAD_CPU=$LOAD_CPU, $cpus CPUs here)"
     ulimit -n 65536 2>/dev/null || true
-    (($(ulimit -n) >= RSS_CONNECTIONS + 1000)) ||
+    (($(ulimit -n) >= 3 * RSS_CONNECTIONS + 1000)) ||
         die "open-file limit $(ulimit -n) is too low for $RSS_CONNECTIONS connections (ulimit -n)"
 }
 
@@ -340,6 +369,9 @@ make_configs() {
     render "$BENCH_DIR/conf/haproxy.cfg" "$WORK/haproxy.cfg"
     local out
     out=$("$NGINX" -t -q -c "$WORK/upstream.nginx.conf" -p "$WORK" 2>&1) || die "nginx refuses the upstream config:" "$out"
+    # nginx with two workers (the two-core run), and pointed at bench/rss.py's slow upstream.
+    sed 's/^worker_processes 1;/worker_processes 2;/' "$WORK/proxy.nginx.conf" >"$WORK/proxy2.nginx.conf"
+    sed "s/127.0.0.1:$UPSTREAM_PORT;/127.0.0.1:$RSS_UPSTREAM_PORT;/" "$WORK/proxy.nginx.conf" >"$WORK/proxy-rss.nginx.conf"
     if has_system nginx; then
         out=$("$NGINX" -t -q -c "$WORK/proxy.nginx.conf" -p "$WORK" 2>&1) || die "nginx refuses the proxy config:" "$out"
     fi
@@ -349,6 +381,7 @@ make_configs() {
     if has_system gateway; then
         gateway_config "$WORK/gateway-cache.toml" cache
         has_workload b && gateway_config "$WORK/gateway-nocache.toml" nocache
+        sed "s|127.0.0.1:$UPSTREAM_PORT\"|127.0.0.1:$RSS_UPSTREAM_PORT\"|" "$WORK/gateway-cache.toml" >"$WORK/gateway-rss.toml"
     fi
     if has_tls_workload; then
         make_tls_certificate
@@ -380,9 +413,13 @@ start_upstream() {
 }
 
 # Starts the system under test for a workload on $SUT_CPU; sets SUT_PID, SUT_URL, SUT_LOG.
-start_system() { # system workload
-    local system=$1 workload=$2 port
+start_system() { # system workload [rss]
+    local system=$1 workload=$2 rss=${3:-} port cpus=$SUT_CPU workers=1 nginx_conf=$WORK/proxy.nginx.conf
     SUT_PID="" SUT_LOG=$WORK/$system.log
+    if [[ $workload == a2 ]]; then
+        cpus=$SUT2_CPUS workers=2 nginx_conf=$WORK/proxy2.nginx.conf
+    fi
+    [[ -n $rss ]] && nginx_conf=$WORK/proxy-rss.nginx.conf
     case $system in
         direct) port=$UPSTREAM_PORT ;;
         nginx) port=$NGINX_PORT ;;
@@ -396,7 +433,8 @@ start_system() { # system workload
     if is_tls_workload "$workload"; then tls=-tls scheme=https; fi
     case $system in
         nginx)
-            taskset -c "$SUT_CPU" "$NGINX" -c "$WORK/proxy$tls.nginx.conf" -p "$WORK" >"$SUT_LOG" 2>&1 &
+            [[ -n $tls ]] && nginx_conf=$WORK/proxy$tls.nginx.conf
+            taskset -c "$cpus" "$NGINX" -c "$nginx_conf" -p "$WORK" >"$SUT_LOG" 2>&1 &
             SUT_PID=$! ;;
         haproxy)
             taskset -c "$SUT_CPU" "$HAPROXY" -db -f "$WORK/haproxy$tls.cfg" >"$SUT_LOG" 2>&1 &
@@ -405,10 +443,11 @@ start_system() { # system workload
             local config=$WORK/gateway-cache.toml
             [[ $workload == b ]] && config=$WORK/gateway-nocache.toml
             [[ -n $tls ]] && config=$WORK/gateway-tls.toml
-            # One worker on one core, like nginx's worker_processes 1 and haproxy's nbthread 1:
-            # --workers 1 runs the gateway on a single-threaded runtime.
-            RUST_LOG=warn taskset -c "$SUT_CPU" \
-                "$GATEWAY_BIN" --workers 1 run --config "$config" >"$SUT_LOG" 2>&1 &
+            [[ -n $rss ]] && config=$WORK/gateway-rss.toml
+            # One worker per core, like nginx's worker_processes and haproxy's nbthread:
+            # --workers N runs N single-threaded runtimes, each on its own listener.
+            RUST_LOG=warn taskset -c "$cpus" \
+                "$GATEWAY_BIN" --workers "$workers" run --config "$config" >"$SUT_LOG" 2>&1 &
             SUT_PID=$! ;;
     esac
     if [[ -n $SUT_PID ]]; then
@@ -446,8 +485,14 @@ run_wrk() { # workload connections seconds
         t) env+=("BENCH_TOKEN=$HOT_TOKEN") ;;
         # A new connection, so a full TLS handshake, for every request.
         h) env+=("BENCH_TOKEN=$HOT_TOKEN" "BENCH_CLOSE=1") ;;
+        a2) env+=("BENCH_TOKEN=$HOT_TOKEN") ;;
     esac
-    env "${env[@]}" taskset -c "$LOAD_CPU" "$WRK" -t1 -c"$2" -d"$3s" --timeout 10s \
+    local pin=(taskset -c "$LOAD_CPU") threads=1
+    if [[ $1 == a2 ]]; then
+        threads=2 pin=()
+        [[ -n $LOAD2_CPUS ]] && pin=(taskset -c "$LOAD2_CPUS")
+    fi
+    env "${env[@]}" "${pin[@]}" "$WRK" -t"$threads" -c"$2" -d"$3s" --timeout 10s \
         -s "$BENCH_DIR/wrk/workload.lua" "$SUT_URL"
 }
 
@@ -496,9 +541,16 @@ peak_rss_kb() {
     done
     printf '%s\n' "$total"
 }
-# Busy and total ticks of the system-under-test CPU, from /proc/stat.
-cpu0_ticks() {
-    awk -v cpu="cpu$SUT_CPU" '$1 == cpu { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+# Busy and total ticks of the system-under-test CPUs (a list like 0,1 or 2-3), from /proc/stat.
+cpu0_ticks() { # [cpus]
+    local list=${1:-$SUT_CPU} cpus=() part parts
+    IFS=, read -r -a parts <<<"$list"
+    for part in "${parts[@]}"; do
+        if [[ $part == *-* ]]; then cpus+=($(seq "${part%-*}" "${part#*-}")); else cpus+=("$part"); fi
+    done
+    awk -v want=" ${cpus[*]} " '$1 ~ /^cpu[0-9]+$/ && index(want, " " substr($1, 4) " ") {
+        for (i = 2; i <= 9; i++) total += $i; idle += $5 + $6 }
+        END { print total - idle, total }' /proc/stat
 }
 
 measure() { # round workload system
@@ -507,9 +559,11 @@ measure() { # round workload system
     smoke_check "$system" "$workload"
     if ((WARMUP > 0)); then run_wrk "$workload" "$CONNECTIONS" "$WARMUP" >/dev/null; fi
     [[ -n $SUT_PID ]] && before=$(cpu_ticks "$SUT_PID")
-    read -r busy0 total0 < <(cpu0_ticks)
+    local sut_cpus=$SUT_CPU
+    [[ $workload == a2 ]] && sut_cpus=$SUT2_CPUS
+    read -r busy0 total0 < <(cpu0_ticks "$sut_cpus")
     out=$(run_wrk "$workload" "$CONNECTIONS" "$DURATION") || die "wrk failed against $system:" "$out"
-    read -r busy1 total1 < <(cpu0_ticks)
+    read -r busy1 total1 < <(cpu0_ticks "$sut_cpus")
     if [[ -n $SUT_PID ]]; then
         after=$(cpu_ticks "$SUT_PID")
         rss=$(peak_rss_kb "$SUT_PID")
@@ -534,24 +588,64 @@ print(f"  round {sys.argv[4]}  ({sys.argv[3]}) {sys.argv[2]:<8} {rps:>10,.0f} re
 EOF
 }
 
-# The gateway's peak RSS with many concurrent keep-alive connections (workload a).
+# Resident memory of the gateway and of nginx in bench/rss.py's three scenarios (idle
+# keep-alive clients, requests in flight at a slow upstream, after they left), one core each.
 measure_rss() {
-    local out json rss
-    start_system gateway a
-    smoke_check gateway a
-    out=$(run_wrk a "$RSS_CONNECTIONS" "$RSS_DURATION") || die "wrk -c $RSS_CONNECTIONS failed:" "$out"
-    rss=$(peak_rss_kb "$SUT_PID")
-    stop_system
-    json=$(sed -n 's/^WRKJSON //p' <<<"$out")
-    python3 - "$json" "$rss" "$RSS_CONNECTIONS" "$RSS_DURATION" >"$WORK/rss1000.json" <<'EOF'
-import json, sys
-w = json.loads(sys.argv[1])
-print(json.dumps({"connections": int(sys.argv[3]), "duration": int(sys.argv[4]),
-                  "peak_rss_mb": int(sys.argv[2]) / 1024,
-                  "rps": w["requests"] / (w["duration_us"] / 1e6),
-                  "errors": sum(w["errors"].values()), "wrk": w}))
-EOF
-    log "  gateway with $RSS_CONNECTIONS connections: peak RSS $((rss / 1024)) MB"
+    local system pid pids out entries=()
+    for system in gateway nginx; do
+        has_system "$system" || continue
+        start_system "$system" a rss
+        # nginx: the master and its worker.
+        pids=()
+        for pid in $(tree_pids "$SUT_PID"); do pids+=(--pid "$pid"); done
+        log "  memory, $system ($RSS_CONNECTIONS clients):"
+        out=$(taskset -c "$LOAD_CPU" python3 "$BENCH_DIR/rss.py" "${pids[@]}" \
+            --gateway "127.0.0.1:$(sut_port "$system")" --upstream-port "$RSS_UPSTREAM_PORT" \
+            --connections "$RSS_CONNECTIONS" --settle "$RSS_SETTLE" \
+            --header "authorization: Bearer $HOT_TOKEN" --json "$WORK/rss-$system.json") ||
+            die "bench/rss.py failed against $system:" "$out" "log ($SUT_LOG):" "$(tail -n 10 "$SUT_LOG")"
+        log "$out"
+        stop_system
+        entries+=("\"$system\": $(<"$WORK/rss-$system.json")")
+    done
+    local IFS=,
+    printf '{%s}\n' "${entries[*]}" >"$WORK/rss.json"
+}
+
+sut_port() {
+    case $1 in
+        direct) echo "$UPSTREAM_PORT" ;;
+        nginx) echo "$NGINX_PORT" ;;
+        haproxy) echo "$HAPROXY_PORT" ;;
+        gateway) echo "$GATEWAY_PORT" ;;
+    esac
+}
+
+# Instructions per request of workload (a) under callgrind, for the gateway and nginx (one
+# process each: nginx without its master).
+measure_callgrind() {
+    local entries=() header="authorization: Bearer $HOT_TOKEN" line
+    command -v valgrind >/dev/null || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y valgrind ||
+        die "valgrind is missing (apt-get install -y valgrind)"
+    if has_system gateway; then
+        line=$(RUST_LOG=warn "$BENCH_DIR/callgrind.sh" --port "$GATEWAY_PORT" --out "$WORK/callgrind" \
+            --name gateway --header "$header" -- \
+            "$GATEWAY_BIN" --workers 1 run --config "$WORK/gateway-cache.toml") ||
+            die "callgrind of the gateway failed" "$line"
+        log "  $line"
+        entries+=("\"gateway\": $(sed 's/.*request: \([0-9,]*\).*/\1/; s/,//g' <<<"$line")")
+    fi
+    if has_system nginx; then
+        sed 's/^daemon off;/daemon off;\nmaster_process off;/' "$WORK/proxy.nginx.conf" >"$WORK/proxy-single.nginx.conf"
+        line=$("$BENCH_DIR/callgrind.sh" --port "$NGINX_PORT" --out "$WORK/callgrind" \
+            --name nginx --header "$header" -- \
+            "$NGINX" -c "$WORK/proxy-single.nginx.conf" -p "$WORK") ||
+            die "callgrind of nginx failed" "$line"
+        log "  $line"
+        entries+=("\"nginx\": $(sed 's/.*request: \([0-9,]*\).*/\1/; s/,//g' <<<"$line")")
+    fi
+    local IFS=,
+    printf '{%s}\n' "${entries[*]}" >"$WORK/callgrind.json"
 }
 
 write_meta() {
@@ -562,7 +656,7 @@ write_meta() {
     M_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ) M_HOST=$(hostname) M_CPUS=$(nproc) \
     M_LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg) M_ROUNDS=$ROUNDS M_DURATION=$DURATION \
     M_WARMUP=$WARMUP M_CONNECTIONS=$CONNECTIONS M_WORKLOADS=$WORKLOADS M_SYSTEMS=$SYSTEMS \
-    M_SUT_CPU=$SUT_CPU M_LOAD_CPU=$LOAD_CPU M_AUTH=$GATEWAY_AUTH M_RATE_LIMIT=$GATEWAY_RATE_LIMIT \
+    M_SUT_CPU=$SUT_CPU M_LOAD_CPU=$LOAD_CPU M_SUT2_CPUS=$SUT2_CPUS M_LOAD2_CPUS=${LOAD2_CPUS:-unpinned} M_AUTH=$GATEWAY_AUTH M_RATE_LIMIT=$GATEWAY_RATE_LIMIT \
     M_TOKEN_CACHE_OFF=$TOKEN_CACHE_OFF M_TOKENS=$NTOKENS \
     M_VERSIONS="$("$NGINX" -v 2>&1 | head -1); $("$HAPROXY" -v | head -1 | cut -d' ' -f1-3); $("$WRK" -v 2>&1 | head -1 | cut -d' ' -f1-2); $("$GATEWAY_BIN" --version)" \
         python3 - "$WORK/meta.json" <<'EOF'
@@ -576,6 +670,7 @@ meta = {
     "connections": int(e["M_CONNECTIONS"]),
     "workloads": e["M_WORKLOADS"].split(","), "systems": e["M_SYSTEMS"].split(","),
     "sut_cpu": int(e["M_SUT_CPU"]), "load_cpu": int(e["M_LOAD_CPU"]),
+    "sut2_cpus": e["M_SUT2_CPUS"], "load2_cpus": e["M_LOAD2_CPUS"],
     "gateway_auth_on": e["M_AUTH"] != "off",
     "gateway_rate_limit_on": e["M_RATE_LIMIT"] != "off",
     "token_cache_off": e["M_TOKEN_CACHE_OFF"], "distinct_tokens": int(e["M_TOKENS"]),
@@ -624,11 +719,14 @@ main() {
                         continue
                     fi
                 fi
+                # The two-core run compares the gateway with nginx only.
+                [[ $workload == a2 && $system != gateway && $system != nginx ]] && continue
                 measure "$round" "$workload" "$system"
             done
         done
     done
-    if ((RSS)) && has_system gateway; then measure_rss; fi
+    if ((RSS)); then measure_rss; fi
+    if ((CALLGRIND)); then measure_callgrind; fi
     cleanup
 
     local stamp status=0

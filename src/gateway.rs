@@ -21,6 +21,10 @@
 //!   new runtime's starts.
 //!
 //! Reloads are serialized: one at a time, in the order asked.
+//!
+//! With per-core runtimes ([`Gateway::start_per_core`], `--workers N`), every worker serves
+//! the same current snapshot on its own `SO_REUSEPORT` listener (see [`crate::workers`]); a
+//! changed `server.listen` rebinds it on every worker.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,7 @@ use crate::runtime::{stopped, Process, Runtime};
 use crate::server::admin::{ReloadReport, ReloadRequest};
 use crate::server::{self, Current};
 use crate::stack;
+use crate::workers::Workers;
 
 /// A listener being served, and how to stop it.
 struct Serving {
@@ -84,6 +89,8 @@ struct Shared {
     reloads: mpsc::Sender<ReloadRequest>,
     /// The gateway's shutdown: every listener and runtime stops on it too.
     shutdown: watch::Receiver<bool>,
+    /// The extra per-core runtimes that serve the client listener too (usually none).
+    workers: Workers,
 }
 
 /// A running gateway.
@@ -101,21 +108,60 @@ async fn stopped_either(own: watch::Receiver<bool>, gateway: watch::Receiver<boo
     }
 }
 
+/// The client listener of the caller's runtime, and one more for every extra worker, bound to
+/// the same address (`SO_REUSEPORT`).
+struct ClientListeners {
+    own: TcpListener,
+    workers: Vec<(tokio::runtime::Handle, TcpListener)>,
+}
+
+/// Binds a listener on every extra worker next to `own` (all of them before anything
+/// serves, so that a failure starts nothing).
+fn bind_workers(own: TcpListener, workers: &Workers) -> std::io::Result<ClientListeners> {
+    let local = own.local_addr()?;
+    let mut others = Vec::with_capacity(workers.handles().len());
+    for handle in workers.handles() {
+        // A listener registers with the runtime it is made in: the worker's own.
+        let _entered = handle.enter();
+        others.push((handle.clone(), server::bind(local)?));
+    }
+    Ok(ClientListeners {
+        own,
+        workers: others,
+    })
+}
+
+/// Serves the client listeners, each on its own runtime.
 fn serve_client(
-    listener: TcpListener,
+    listeners: ClientListeners,
     current: Current,
     configured: Option<SocketAddr>,
     shutdown: watch::Receiver<bool>,
 ) -> Serving {
-    let local = listener
+    let local = listeners
+        .own
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let (stop, signal) = watch::channel(false);
-    let task = tokio::spawn(server::serve(
-        listener,
-        current,
-        stopped_either(signal, shutdown),
-    ));
+    let mut tasks = vec![tokio::spawn(server::serve(
+        listeners.own,
+        current.clone(),
+        stopped_either(signal.clone(), shutdown.clone()),
+    ))];
+    for (handle, listener) in listeners.workers {
+        tasks.push(handle.spawn(server::serve(
+            listener,
+            current.clone(),
+            stopped_either(signal.clone(), shutdown.clone()),
+        )));
+    }
+    let task = if tasks.len() == 1 {
+        tasks.remove(0)
+    } else {
+        tokio::spawn(async move {
+            futures_util::future::join_all(tasks).await;
+        })
+    };
     Serving {
         configured,
         local,
@@ -160,7 +206,37 @@ impl Gateway {
         let listener = server::bind(config.server.listen)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let configured = config.server.listen;
-        Gateway::launch(listener, Some(configured), config, Process::new(), path).await
+        Gateway::launch(
+            listener,
+            Some(configured),
+            config,
+            Process::new(),
+            path,
+            Workers::none(),
+        )
+        .await
+    }
+
+    /// [`Gateway::start_from`] on per-core runtimes: the caller's runtime (which should be a
+    /// current-thread one) and every one of `workers` accept on their own listener bound to
+    /// `server.listen`; see [`crate::workers`].
+    pub async fn start_per_core(
+        config: Config,
+        path: Option<PathBuf>,
+        workers: Workers,
+    ) -> anyhow::Result<Gateway> {
+        let listener = server::bind(config.server.listen)
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let configured = config.server.listen;
+        Gateway::launch(
+            listener,
+            Some(configured),
+            config,
+            Process::new(),
+            path,
+            workers,
+        )
+        .await
     }
 
     /// Starts serving on an already bound listener (`server.listen` is then not bound).
@@ -174,7 +250,7 @@ impl Gateway {
         config: Config,
         process: Process,
     ) -> anyhow::Result<Gateway> {
-        Gateway::launch(listener, None, config, process, None).await
+        Gateway::launch(listener, None, config, process, None, Workers::none()).await
     }
 
     async fn launch(
@@ -183,6 +259,7 @@ impl Gateway {
         config: Config,
         process: Process,
         config_path: Option<PathBuf>,
+        workers: Workers,
     ) -> anyhow::Result<Gateway> {
         let process = Arc::new(process);
         let runtime = Arc::new(Runtime::build(config, &process).map_err(ConfigError::from)?);
@@ -215,8 +292,10 @@ impl Gateway {
                 .clone()
                 .run_background(runtime_signal, signal.clone()),
         );
-        let client = serve_client(listener, current.clone(), configured, signal.clone());
-        tracing::info!(local_addr = %client.local, "pipeline-gateway listening");
+        let listeners =
+            bind_workers(listener, &workers).context("cannot listen on every worker")?;
+        let client = serve_client(listeners, current.clone(), configured, signal.clone());
+        tracing::info!(local_addr = %client.local, workers = workers.count(), "pipeline-gateway listening");
         let mut redirects = Vec::new();
         let mut redirect_tasks = Vec::new();
         for redirect in &runtime.config.server.redirect {
@@ -250,6 +329,7 @@ impl Gateway {
             }),
             reloads,
             shutdown: signal.clone(),
+            workers,
         });
         let mut tasks = vec![tokio::spawn(run_reloads(
             shared.clone(),
@@ -340,6 +420,7 @@ impl Gateway {
         for task in tasks {
             let _ = task.await;
         }
+        self.shared.workers.stop().await;
     }
 
     /// Drains and waits.
@@ -458,6 +539,7 @@ fn swap(shared: &Arc<Shared>, live: &mut Live, config: Config) -> Result<ReloadR
     let new_client = match live.client.configured {
         Some(old) if old != config.server.listen => Some(
             server::bind(config.server.listen)
+                .and_then(|own| bind_workers(own, &shared.workers))
                 .map_err(|e| bind_problem("server.listen", config.server.listen, e))?,
         ),
         _ => None,
@@ -497,9 +579,9 @@ fn swap(shared: &Arc<Shared>, live: &mut Live, config: Config) -> Result<ReloadR
             .clone()
             .run_background(signal, shared.shutdown.clone()),
     );
-    if let Some(listener) = new_client {
+    if let Some(listeners) = new_client {
         let serving = serve_client(
-            listener,
+            listeners,
             shared.current.clone(),
             Some(runtime.config.server.listen),
             shared.shutdown.clone(),

@@ -14,7 +14,8 @@
 //!    `cors`, `console`, `tls`
 //! 4. `runtime` — everything of floor 3, built from one configuration
 //! 5. `stack`, `server` — the request path and the listeners over a runtime
-//! 6. `gateway` and this file — the running gateway: listeners, the current snapshot, reloads
+//! 6. `gateway`, `workers` and this file — the running gateway: listeners, per-core runtimes,
+//!    the current snapshot, reloads
 
 pub mod auth;
 pub mod body;
@@ -41,6 +42,7 @@ pub mod telemetry;
 pub mod tls;
 pub mod validate;
 pub mod wire;
+pub mod workers;
 
 pub use gateway::Gateway;
 

@@ -4,15 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod demo;
+mod memory;
 
 use clap::{Parser, Subcommand};
 use feldera_standin::cli::StandinArgs;
 use pipeline_gateway::config::{Config, ConfigError, LogConfig, LogFormat, TracingConfig};
 use pipeline_gateway::telemetry::trace::TraceExport;
+use pipeline_gateway::workers::Workers;
 use pipeline_gateway::Gateway;
 
-// mimalloc: the request path allocates many small, short-lived objects; glibc's malloc was
-// a fifth of the instructions per proxied request under callgrind.
+// mimalloc: the request path allocates many small, short-lived objects (see src/memory.rs).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -26,10 +28,11 @@ struct Cli {
     /// Configuration file (same as `run --config`).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// Worker threads serving requests (default: one per core). With 1 the gateway runs on a
-    /// single-threaded runtime: no work stealing and no cross-thread wake-ups, the fastest
-    /// setting when the process is pinned to one core (one process per core, like nginx's
-    /// workers, behind SO_REUSEPORT or a balancer).
+    /// Worker threads serving requests (default: one multi-threaded, work-stealing runtime
+    /// with a thread per core). With N (1 or more) `run` starts N per-core runtimes: N
+    /// threads, each a single-threaded runtime accepting on its own SO_REUSEPORT listener on
+    /// the same address, like nginx's workers: no work stealing and no cross-thread wake-ups
+    /// on the request path. Rate limits, the token cache and the upstream pools are shared.
     #[arg(long, global = true, env = "PIPELINE_GATEWAY_WORKERS")]
     workers: Option<usize>,
     /// Log format, over `[log] format` (default: JSON unless stderr is a terminal).
@@ -196,12 +199,20 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+async fn serve(config: Config, path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     // SIGHUP reloads the configuration file; a broken one is logged and changes nothing.
     // Listened for before serving: its default action would end the process.
     #[cfg(unix)]
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let gateway = Gateway::start_from(config, Some(path)).await?;
+    let gateway = match workers {
+        // This thread's (current-thread) runtime is worker 0; the others get a thread each.
+        Some(n) if n >= 2 => {
+            let workers = Workers::spawn(n - 1)
+                .map_err(|e| anyhow::anyhow!("cannot start {n} worker runtimes: {e}"))?;
+            Gateway::start_per_core(config, Some(path), workers).await?
+        }
+        _ => Gateway::start_from(config, Some(path)).await?,
+    };
     #[cfg(unix)]
     {
         let shutdown = shutdown_signal();
@@ -223,6 +234,7 @@ async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    memory::settle();
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::CheckConfig = command {
@@ -268,8 +280,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // `run --workers N`: per-core runtimes, this thread's being the first (see `serve`).
+    let per_core = matches!(command, Command::Run) && cli.workers.is_some_and(|n| n >= 2);
     let mut builder = match cli.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(_) if per_core => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(n.max(1));
@@ -308,7 +323,7 @@ fn main() -> ExitCode {
             }
             (_, Some(config)) => {
                 let path = cli.config.clone().unwrap_or_default();
-                serve(config, path).await
+                serve(config, path, cli.workers).await
             }
             (_, None) => Err(anyhow::anyhow!("no configuration")),
         };

@@ -5,7 +5,9 @@ Input (written by compare.sh into its run directory):
   meta.json     how the run was made (mode, rounds, duration, versions, gateway auth, ...)
   runs.jsonl    one line per measured run: round, workload, system, wrk's WRKJSON summary,
                 CPU ticks of the system under test, its peak RSS, and CPU-0 ticks overall
-  rss1000.json  optional: the gateway's RSS with 1,000 concurrent keep-alive connections
+  rss.json      optional: resident memory per system in the three scenarios of bench/rss.py
+                (baseline, N idle keep-alive clients, N requests in flight, after they left)
+  callgrind.json  optional (--callgrind): instructions per request of workload (a) per system
 
 Output:
   <out>/<stamp>.json, <out>/latest.json   every run, the medians, the ratios, the targets
@@ -37,9 +39,10 @@ WORKLOADS = {
     "d": "activate?initial=paused, 1 KiB body",
     "t": "workload a over TLS (ECDSA P-256), keep-alive",
     "h": "workload a over TLS, a new connection and handshake per request",
+    "a2": "one hot JWT on two cores (gateway --workers 2, nginx worker_processes 2)",
 }
 SHORT = {"a": "hot JWT", "b": "distinct JWTs, no cache", "c": "API key", "d": "1 KiB POST",
-         "t": "TLS keep-alive", "h": "TLS handshakes"}
+         "t": "TLS keep-alive", "h": "TLS handshakes", "a2": "hot JWT, 2 cores"}
 # Workloads whose every request is one new TLS connection: their req/s are handshakes/s.
 HANDSHAKE_BOUND = {"h"}
 ERROR_TOLERANCE = 0.001
@@ -143,17 +146,35 @@ def ratios(summary):
     return out
 
 
-def targets(summary, rat, rss1000, auth_on):
+def targets(summary, rat, rss, auth_on):
+    """Issue 12's targets (the same harness, the same run)."""
     def get(wl, pair, key):
         return rat.get(wl, {}).get(pair, {}).get(key)
 
+    def scaling():
+        one = summary.get("a", {}).get("gateway", {}).get("rps")
+        two = summary.get("a2", {}).get("gateway", {}).get("rps")
+        return ratio(two, one)
+
+    gw = (rss or {}).get("gateway") or {}
+
+    def mb(step):
+        return (gw.get(step) or {}).get("rss_mb")
+
     checks = [
-        ("(a) gateway throughput >= 2x HAProxy", get("a", "gateway/haproxy", "rps"), ">=", 2.0),
-        ("(a) gateway p99 <= HAProxy p99", get("a", "gateway/haproxy", "p99"), "<=", 1.0),
-        ("(a) gateway throughput >= 0.9x nginx", get("a", "gateway/nginx", "rps"), ">=", 0.9),
-        ("(b) gateway throughput >= 1.0x HAProxy", get("b", "gateway/haproxy", "rps"), ">=", 1.0),
-        ("gateway peak RSS <= 40 MB at 1,000 connections",
-         rss1000.get("peak_rss_mb") if rss1000 else None, "<=", 40.0),
+        ("(a) gateway throughput >= 1.0x nginx", get("a", "gateway/nginx", "rps"), ">=", 1.0),
+        ("(a) gateway p99 <= nginx p99", get("a", "gateway/nginx", "p99"), "<=", 1.0),
+        ("(c) gateway throughput >= 1.0x nginx", get("c", "gateway/nginx", "rps"), ">=", 1.0),
+        ("(c) gateway throughput >= 2x HAProxy", get("c", "gateway/haproxy", "rps"), ">=", 2.0),
+        ("(b) gateway throughput >= 1.5x HAProxy", get("b", "gateway/haproxy", "rps"), ">=", 1.5),
+        ("(d) gateway throughput >= 0.9x nginx", get("d", "gateway/nginx", "rps"), ">=", 0.9),
+        ("two cores: gateway --workers 2 >= 1.0x nginx (2 workers)",
+         get("a2", "gateway/nginx", "rps"), ">=", 1.0),
+        ("two cores: gateway >= 1.8x its own one-core figure", scaling(), ">=", 1.8),
+        ("RSS with 1,000 idle keep-alive clients <= 24 MB", mb("idle"), "<=", 24.0),
+        ("RSS with 1,000 requests in flight <= 48 MB", mb("in-flight"), "<=", 48.0),
+        ("RSS after the clients left <= 1.1x the idle baseline",
+         gw.get("after_vs_baseline"), "<=", 1.1),
     ]
     out = []
     for name, value, op, limit in checks:
@@ -168,11 +189,23 @@ def targets(summary, rat, rss1000, auth_on):
     return out
 
 
+def rss_lines(rss):
+    """The memory table: one row per system, one column per scenario."""
+    steps = ["baseline", "idle", "in-flight", "after"]
+    out = ["| system | baseline MB | idle MB | in flight MB | after MB | after / baseline |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for system, figures in rss.items():
+        cells = [fmt((figures.get(step) or {}).get("rss_mb"), ".1f") for step in steps]
+        out.append(f"| {system} | {' | '.join(cells)} "
+                   f"| {fmt(figures.get('after_vs_baseline'), '.2f')} |")
+    return out
+
+
 def fmt(value, spec, missing="—"):
     return missing if value is None else format(value, spec)
 
 
-def console(summary, rat, tg, rss1000, meta):
+def console(summary, rat, tg, rss, meta):
     lines = []
     for wl, systems in summary.items():
         for system, s in systems.items():
@@ -181,7 +214,7 @@ def console(summary, rat, tg, rss1000, meta):
                 f"{wl} {system:<8} {fmt(s['rps'], ',.0f'):>9} req/s  "
                 f"p50 {fmt(s['p50_ms'], '.2f')} ms  p99 {fmt(s['p99_ms'], '.2f')} ms  "
                 f"p99.9 {fmt(s['p99_9_ms'], '.2f')} ms  "
-                f"cpu {fmt(s['cpu_s_per_1k'], '.4f')} s/1k  "
+                f"cpu {fmt(us(s['cpu_s_per_1k']), '.1f')} us/req  "
                 f"rss {fmt(s['peak_rss_mb'], '.1f')} MB  "
                 f"cpu0-other {fmt(s['cpu0_foreign_pct'], '.0f')}%{flag}")
         if wl in HANDSHAKE_BOUND:
@@ -190,10 +223,10 @@ def console(summary, rat, tg, rss1000, meta):
         for pair, r in rat.get(wl, {}).items():
             lines.append(f"{wl} ratio {pair:<16} throughput {fmt(r['rps'], '.2f')}x  "
                          f"p99 {fmt(r['p99'], '.2f')}x  cpu/req {fmt(r['cpu_per_req'], '.2f')}x")
-    if rss1000:
-        lines.append(f"gateway RSS with {rss1000['connections']} keep-alive connections: "
-                     f"{fmt(rss1000.get('peak_rss_mb'), '.1f')} MB peak "
-                     f"({fmt(rss1000.get('rps'), ',.0f')} req/s, {rss1000.get('errors')} errors)")
+    for system, figures in (rss or {}).items():
+        lines.append(f"{system} RSS with {figures.get('connections')} clients: " + ", ".join(
+            f"{step} {fmt((figures.get(step) or {}).get('rss_mb'), '.1f')} MB"
+            for step in ("baseline", "idle", "in-flight", "after")))
     for t in tg:
         lines.append(f"target {t['status']:<5} {t['target']}: {fmt(t['value'], '.2f')} "
                      f"(needs {t['op']} {t['limit']})")
@@ -206,7 +239,7 @@ def console(summary, rat, tg, rss1000, meta):
     return lines
 
 
-def markdown(summary, rat, tg, rss1000, meta):
+def markdown(summary, rat, tg, rss, meta):
     m = meta
     out = [f"# pipeline-gateway vs HAProxy vs nginx vs direct — {m.get('mode', '?')} run", ""]
     if m.get("note"):
@@ -229,15 +262,16 @@ def markdown(summary, rat, tg, rss1000, meta):
         f"`{m.get('token_cache_off')}`",
         f"- versions: {m.get('versions')}",
         "",
-        "Medians over rounds (peak RSS: maximum). CPU s/1k = CPU seconds (user+system) of the "
-        "system under test per 1,000 requests. `cpu0 other` = share of the system-under-test "
+        "Medians over rounds (peak RSS: maximum). CPU µs/req = CPU time (user+system, from "
+        "/proc/PID/stat before and after the run) of the system under test divided by its "
+        "requests: the figure the machine's noise moves least. `cpu0 other` = share of the system-under-test "
         "CPU used by other processes during the run (noise). ⚠ = wrk saw errors on > 0.1% "
         "of requests (e.g. 401s): that run does not count.",
         "",
     ]
     for wl, systems in summary.items():
         out += [f"## ({wl}) {WORKLOADS.get(wl, wl)}", "",
-                "| system | req/s | p50 ms | p99 ms | p99.9 ms | CPU s/1k req | peak RSS MB "
+                "| system | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req | peak RSS MB "
                 "| cpu0 other | req/s each round |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for system, s in systems.items():
@@ -245,7 +279,7 @@ def markdown(summary, rat, tg, rss1000, meta):
             out.append(
                 f"| {system}{warn} | {fmt(s['rps'], ',.0f')} | {fmt(s['p50_ms'], '.2f')} "
                 f"| {fmt(s['p99_ms'], '.2f')} | {fmt(s['p99_9_ms'], '.2f')} "
-                f"| {fmt(s['cpu_s_per_1k'], '.4f')} | {fmt(s['peak_rss_mb'], '.1f')} "
+                f"| {fmt(us(s['cpu_s_per_1k']), '.1f')} | {fmt(s['peak_rss_mb'], '.1f')} "
                 f"| {fmt(s['cpu0_foreign_pct'], '.0f')}% "
                 f"| {', '.join(format(x, ',.0f') for x in s['rps_each_round'])} |")
         if wl in HANDSHAKE_BOUND:
@@ -257,13 +291,20 @@ def markdown(summary, rat, tg, rss1000, meta):
                 out.append(f"| {pair} | {fmt(r['rps'], '.2f')}× | {fmt(r['p99'], '.2f')}× "
                            f"| {fmt(r['cpu_per_req'], '.2f')}× |")
         out.append("")
-    if rss1000:
-        out += ["## Gateway memory with 1,000 keep-alive connections", "",
-                f"Peak RSS (VmHWM) {fmt(rss1000.get('peak_rss_mb'), '.1f')} MB while wrk held "
-                f"{rss1000['connections']} connections for {rss1000['duration']} s on workload "
-                f"(a) ({fmt(rss1000.get('rps'), ',.0f')} req/s, {rss1000.get('errors')} errors).",
-                ""]
-    out += ["## Targets (issue 5)", "", "| target | value | status |", "|---|---:|---|"]
+    if rss:
+        n = next(iter(rss.values())).get("connections")
+        out += ["## Memory (VmRSS) with many clients (bench/rss.py)", "",
+                f"baseline: fresh, after a few requests; idle: {n} keep-alive clients that "
+                f"each made one request; in flight: each of them with a request the (slow) "
+                f"upstream holds; after: the clients gone.", ""]
+        out += rss_lines(rss) + [""]
+    if m.get("instructions_per_request"):
+        out += ["## Instructions per request, workload (a), under callgrind", "",
+                "| system | instructions / request |", "|---|---:|"]
+        out += [f"| {system} | {count:,} |"
+                for system, count in m["instructions_per_request"].items()]
+        out.append("")
+    out += ["## Targets (issue 12)", "", "| target | value | status |", "|---|---:|---|"]
     for t in tg:
         out.append(f"| {t['target']} | {fmt(t['value'], '.2f')} | {t['status']} |")
     out += ["", "![throughput and p99 per system](latest.svg)", ""]
@@ -338,6 +379,11 @@ def svg(summary, meta):
     return "\n".join(parts) + "\n"
 
 
+def us(cpu_s_per_1k):
+    """CPU seconds per 1,000 requests as microseconds per request."""
+    return None if cpu_s_per_1k is None else cpu_s_per_1k * 1000
+
+
 def compact(value):
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
@@ -376,17 +422,21 @@ def main():
     with open(os.path.join(args.run_dir, "meta.json"), encoding="utf-8") as f:
         meta = json.load(f)
     runs = load_runs(os.path.join(args.run_dir, "runs.jsonl"))
-    rss_path = os.path.join(args.run_dir, "rss1000.json")
-    rss1000 = None
+    rss_path = os.path.join(args.run_dir, "rss.json")
+    rss = None
     if os.path.exists(rss_path):
         with open(rss_path, encoding="utf-8") as f:
-            rss1000 = json.load(f)
+            rss = json.load(f)
+    callgrind_path = os.path.join(args.run_dir, "callgrind.json")
+    if os.path.exists(callgrind_path):
+        with open(callgrind_path, encoding="utf-8") as f:
+            meta["instructions_per_request"] = json.load(f)
 
     summary = summarize(runs)
     rat = ratios(summary)
-    tg = targets(summary, rat, rss1000, meta.get("gateway_auth_on", True))
+    tg = targets(summary, rat, rss, meta.get("gateway_auth_on", True))
     result = {"meta": meta, "summary": summary, "ratios": rat, "targets": tg,
-              "rss_1000_connections": rss1000, "runs": runs}
+              "rss": rss, "runs": runs}
 
     os.makedirs(args.out, exist_ok=True)
     stamped = os.path.join(args.out, f"{args.stamp}.json")
@@ -395,11 +445,11 @@ def main():
         f.write("\n")
     shutil.copyfile(stamped, os.path.join(args.out, "latest.json"))
     with open(os.path.join(args.out, "latest.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(summary, rat, tg, rss1000, meta))
+        f.write(markdown(summary, rat, tg, rss, meta))
     with open(os.path.join(args.out, "latest.svg"), "w", encoding="utf-8") as f:
         f.write(svg(summary, meta))
 
-    print("\n".join(console(summary, rat, tg, rss1000, meta)))
+    print("\n".join(console(summary, rat, tg, rss, meta)))
     failed = any(t["status"] == "FAIL" for t in tg)
     return 1 if failed else 0
 

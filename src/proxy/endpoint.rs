@@ -35,6 +35,9 @@ pub struct LastError {
 pub struct Endpoint {
     pub scheme: Scheme,
     pub authority: Authority,
+    /// `authority` as the `Host` header every forwarded request carries (made once; `None`
+    /// only if it were no valid header value, which an authority always is).
+    pub host: Option<http::HeaderValue>,
     pub pool: Arc<ConnectionPool>,
     active: AtomicU8,
     check_streak: AtomicU32,
@@ -63,6 +66,7 @@ impl Endpoint {
     pub fn new(scheme: Scheme, authority: Authority, limits: PoolLimits) -> Endpoint {
         Endpoint {
             scheme,
+            host: http::HeaderValue::from_str(authority.as_str()).ok(),
             authority,
             pool: Arc::new(ConnectionPool::new(limits)),
             active: AtomicU8::new(HEALTHY),

@@ -53,10 +53,8 @@ use hyper_util::rt::TokioIo;
 use tower::Service;
 use tracing::Instrument;
 
-use hyper::client::conn::http1::SendRequest;
-
 use self::endpoint::Observation;
-use self::pool::{Checkout, ConnectionPool, PoolError, Returning};
+use self::pool::{Checkout, ConnectionPool, Lease, PoolError, Returning};
 use self::retry::Replay;
 use self::timeout::{Deadline, Waiting};
 use crate::body::{self as stack_body, ClientBodyError, Request, Response, ResponseFuture};
@@ -225,13 +223,15 @@ async fn send(
         *request.uri_mut() = Uri::from(path_and_query.clone());
         request.headers_mut().insert(
             http::header::HOST,
-            http::HeaderValue::from_str(endpoint.authority.as_str())
-                .map_err(|e| GatewayError::internal(format!("the endpoint as Host: {e}")))?,
+            endpoint
+                .host
+                .clone()
+                .ok_or_else(|| GatewayError::internal("the endpoint is no valid Host header"))?,
         );
-        let mut sender = match endpoint.pool.checkout().await {
-            Ok(Checkout::Reused(sender)) => sender,
+        let mut lease = match endpoint.pool.checkout().await {
+            Ok(Checkout::Reused(lease)) => lease,
             Ok(Checkout::Connect(permit)) => match upstream.connect(index, permit).await {
-                Ok(sender) => sender,
+                Ok(sender) => Lease::opened_here(sender),
                 Err(error) => {
                     upstream.observe(index, Observation::ConnectFailed, error.reason());
                     let failed = GatewayError::upstream_unavailable(&upstream.name, error.reason())
@@ -252,7 +252,7 @@ async fn send(
         let pool = endpoint.pool.clone();
         waiting.set(index);
         let try_started = std::time::Instant::now();
-        let sent = sender.try_send_request(request);
+        let sent = lease.sender.try_send_request(request);
         // Only a try that can be repeated has a limit of its own.
         let try_timeout = template.as_ref().and(upstream.try_timeout);
         let sent = match Deadline::try_ends(deadline, try_timeout) {
@@ -336,7 +336,7 @@ async fn send(
             upstream.observe(index, Observation::Served, "");
             return Ok(respond(
                 response,
-                sender,
+                lease,
                 pool,
                 &upstream.name,
                 &upstream.meters,
@@ -524,7 +524,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 )]
 async fn respond(
     mut response: http::Response<Incoming>,
-    sender: SendRequest<stack_body::Body>,
+    lease: Lease,
     pool: Arc<ConnectionPool>,
     upstream: &str,
     meters: &metrics::UpstreamMeters,
@@ -556,7 +556,7 @@ async fn respond(
         return normalize::normalize(response, upstream, path_and_query.path()).await;
     }
     // The connection goes back to the pool once this body has been read to its end.
-    response.map(|incoming| stack_body::boxed(Returning::new(incoming, sender, pool)))
+    response.map(|incoming| stack_body::boxed(Returning::new(incoming, lease, pool)))
 }
 
 /// Copies bytes both ways between the client's and the upstream's upgraded connections.

@@ -12,6 +12,12 @@
 //! - **Back to the pool** only when the response body was read to its end ([`Returning`]);
 //!   a body dropped early closes the connection (HTTP/1 cannot abandon a response).
 //!
+//! - **Per-core runtimes** (`--workers N`): a connection's task runs on the runtime (worker)
+//!   that opened it, so each idle connection remembers its worker, and a request takes an
+//!   idle connection of its own worker first; next it opens a new one if the cap allows, and
+//!   only then takes another worker's (which works, at the price of two cross-thread
+//!   wake-ups per request). The cap and the idle limit stay per endpoint, for all workers.
+//!
 //! Connecting is the caller's job ([`Checkout::Connect`] hands over the permit), so that a
 //! connect failure can be told apart (it is retried on another endpoint, and counted by
 //! outlier ejection).
@@ -54,6 +60,23 @@ pub enum PoolError {
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
+    /// The worker whose runtime drives the connection.
+    worker: usize,
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as the runtime of worker `index` (see `workers`); threads never
+/// marked are worker 0.
+pub fn set_worker(index: usize) {
+    WORKER.with(|worker| worker.set(index));
+}
+
+/// The worker whose runtime the calling thread runs.
+fn current_worker() -> usize {
+    WORKER.with(std::cell::Cell::get)
 }
 
 /// One endpoint's connections.
@@ -75,10 +98,27 @@ impl std::fmt::Debug for ConnectionPool {
     }
 }
 
+/// A connection in a request's hands, with the worker whose runtime drives it (so that it
+/// goes back to that worker's share of the idle list).
+pub struct Lease {
+    pub sender: SendRequest<Body>,
+    worker: usize,
+}
+
+impl Lease {
+    /// A connection just opened by the calling thread's worker.
+    pub fn opened_here(sender: SendRequest<Body>) -> Lease {
+        Lease {
+            sender,
+            worker: current_worker(),
+        }
+    }
+}
+
 /// What a request got from the pool.
 pub enum Checkout {
     /// A warm connection, ready to send.
-    Reused(SendRequest<Body>),
+    Reused(Lease),
     /// Room for a new connection: connect, and give the permit to the connection's task.
     Connect(OwnedSemaphorePermit),
 }
@@ -121,14 +161,40 @@ impl ConnectionPool {
         self.pending.load(Ordering::Relaxed)
     }
 
-    /// The warmest idle connection that is still open and fresh.
-    fn pop_idle(&self) -> Option<SendRequest<Body>> {
+    /// The warmest idle connection that is still open and fresh, of worker `worker` only
+    /// (`Some`) or of any worker (`None`). Closed and stale ones met on the way are dropped.
+    fn pop_idle(&self, worker: Option<usize>) -> Option<Lease> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(entry) = idle.pop() {
-            if entry.sender.is_closed() || entry.since.elapsed() > self.limits.idle_timeout {
+        let timeout = self.limits.idle_timeout;
+        let mut at = idle.len();
+        while at > 0 {
+            at -= 1;
+            let entry = &idle[at];
+            if entry.sender.is_closed() || entry.since.elapsed() > timeout {
+                idle.remove(at);
                 continue;
             }
-            return Some(entry.sender);
+            if worker.is_none_or(|worker| worker == entry.worker) {
+                let entry = idle.remove(at);
+                return Some(Lease {
+                    sender: entry.sender,
+                    worker: entry.worker,
+                });
+            }
+        }
+        None
+    }
+
+    /// A ready idle connection from [`ConnectionPool::pop_idle`].
+    async fn ready_idle(&self, worker: Option<usize>) -> Option<Lease> {
+        while let Some(mut lease) = self.pop_idle(worker) {
+            if lease.sender.is_ready() {
+                return Some(lease);
+            }
+            // Just back from a response: its connection task is finishing up.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, lease.sender.ready()).await {
+                return Some(lease);
+            }
         }
         None
     }
@@ -148,17 +214,14 @@ impl ConnectionPool {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            while let Some(mut sender) = self.pop_idle() {
-                if sender.is_ready() {
-                    return Ok(Checkout::Reused(sender));
-                }
-                // Just back from a response: its connection task is finishing up.
-                if let Ok(Ok(())) = tokio::time::timeout(READY_TIMEOUT, sender.ready()).await {
-                    return Ok(Checkout::Reused(sender));
-                }
+            if let Some(sender) = self.ready_idle(Some(current_worker())).await {
+                return Ok(Checkout::Reused(sender));
             }
             if let Ok(permit) = self.permits.clone().try_acquire_owned() {
                 return Ok(Checkout::Connect(permit));
+            }
+            if let Some(sender) = self.ready_idle(None).await {
+                return Ok(Checkout::Reused(sender));
             }
             if waiting.is_none() {
                 if self.pending.fetch_add(1, Ordering::Relaxed) >= self.limits.max_pending {
@@ -187,8 +250,9 @@ impl ConnectionPool {
         }
     }
 
-    /// Keeps `sender` for the next request (its response was read to the end).
-    pub fn give_back(&self, sender: SendRequest<Body>) {
+    /// Keeps `lease` for the next request (its response was read to the end).
+    pub fn give_back(&self, lease: Lease) {
+        let Lease { sender, worker } = lease;
         if sender.is_closed() {
             return;
         }
@@ -201,6 +265,7 @@ impl ConnectionPool {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
+                worker,
             });
         }
         self.returned.notify_one();
@@ -213,19 +278,19 @@ pin_project! {
     pub struct Returning {
         #[pin]
         inner: Incoming,
-        slot: Option<(SendRequest<Body>, Arc<ConnectionPool>)>,
+        slot: Option<(Lease, Arc<ConnectionPool>)>,
     }
 }
 
 impl Returning {
-    pub fn new(inner: Incoming, sender: SendRequest<Body>, pool: Arc<ConnectionPool>) -> Self {
+    pub fn new(inner: Incoming, lease: Lease, pool: Arc<ConnectionPool>) -> Self {
         let mut body = Returning {
             inner,
-            slot: Some((sender, pool)),
+            slot: Some((lease, pool)),
         };
         if body.inner.is_end_stream() {
-            if let Some((sender, pool)) = body.slot.take() {
-                pool.give_back(sender);
+            if let Some((lease, pool)) = body.slot.take() {
+                pool.give_back(lease);
             }
         }
         body
@@ -245,8 +310,8 @@ impl HttpBody for Returning {
         // The server stops polling once the body says it ended, so the end is seen either
         // way: no more frames, or the last one.
         if frame.is_none() || this.inner.is_end_stream() {
-            if let Some((sender, pool)) = this.slot.take() {
-                pool.give_back(sender);
+            if let Some((lease, pool)) = this.slot.take() {
+                pool.give_back(lease);
             }
         }
         Poll::Ready(frame)

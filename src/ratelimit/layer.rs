@@ -12,6 +12,10 @@
 //! TCP peer, or the client behind trusted proxies); the principal stage limits only requests
 //! whose context carries a principal (public paths with auth on have none).
 //!
+//! With the limiter in memory (no Redis), the decision is made in `call` itself and the
+//! layer's future is the inner one, wrapped to add the headers ([`Decorated`]): no box, no
+//! clone of the inner service. With Redis the decision waits for it (a boxed future).
+//!
 //! The principal stage decides up to two budgets, in order: the principal's policy, then its
 //! verified tenant's shared budget (`[[rate_limit.tenants]]`). The first refusal answers (so a
 //! request refused by its own policy spends nothing of the tenant's); the headers of every
@@ -27,10 +31,13 @@
 //! ```
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use futures_util::future::Either;
+use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -132,6 +139,31 @@ where
     Box::pin(inner.call(request))
 }
 
+pin_project! {
+    /// The inner service's future; its response gets the headers of the budgets decided.
+    pub struct Decorated<F> {
+        #[pin]
+        inner: F,
+        decided: [Option<Verdict>; 2],
+    }
+}
+
+impl<F> Future for Decorated<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.inner.poll(cx))?;
+        for outcome in this.decided.iter().flatten() {
+            outcome.apply(response.headers_mut());
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
 impl<S> Service<Request> for RateLimit<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -139,36 +171,65 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Either<S::Future, ResponseFuture>;
+    type Future = Either<Decorated<S::Future>, ResponseFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let pass = |inner: &mut S, request, decided| {
+            Either::Left(Decorated {
+                inner: inner.call(request),
+                decided,
+            })
+        };
         let Some(limits) = &self.limits else {
-            return Either::Left(self.inner.call(request));
+            return pass(&mut self.inner, request, [None, None]);
         };
         let targets = match targets(limits, self.stage, &request) {
-            Ok([None, None]) => return Either::Left(self.inner.call(request)),
+            Ok([None, None]) => return pass(&mut self.inner, request, [None, None]),
             Ok(targets) => targets,
             Err(error) => {
                 return Either::Right(Box::pin(std::future::ready(Ok(error.into_response()))))
             }
         };
+        let stage = match self.stage {
+            Stage::ClientIp => "client_ip",
+            Stage::Principal => "principal",
+        };
+        if limits.is_local() {
+            // Decided now, in order; the first refusal answers with the headers of the
+            // budgets decided before it. The ratelimit span covers the decision only (none
+            // while tracing is off).
+            let span = spans::ratelimit_span(stage, limits.backend());
+            let entered = span.enter();
+            let mut decided: [Option<Verdict>; 2] = [None, None];
+            for (slot, target) in targets.iter().enumerate() {
+                let Some(outcome) = target.as_ref().and_then(|t| limits.decide_now(t)) else {
+                    continue;
+                };
+                if let Some(rejection) = outcome.rejection() {
+                    let mut response = GatewayError::from(rejection).into_response();
+                    for earlier in decided.iter().flatten() {
+                        earlier.apply(response.headers_mut());
+                    }
+                    record_verdict(&outcome, Some(&response));
+                    return Either::Right(Box::pin(std::future::ready(Ok(response))));
+                }
+                record_verdict(&outcome, None);
+                decided[slot] = Some(outcome);
+            }
+            drop(entered);
+            return pass(&mut self.inner, request, decided);
+        }
         let limits = limits.clone();
         // The clone is the one that was not made ready; keep the ready one for this call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         // The ratelimit span covers the decision, not the layers below (none while tracing
         // is off).
-        let span = spans::ratelimit_span(
-            match self.stage {
-                Stage::ClientIp => "client_ip",
-                Stage::Principal => "principal",
-            },
-            limits.backend(),
-        );
+        let span = spans::ratelimit_span(stage, limits.backend());
         Either::Right(Box::pin(async move {
             let decision = async {
                 let mut decided: Vec<Verdict> = Vec::with_capacity(2);

@@ -614,6 +614,27 @@ impl RateLimits {
         }
     }
 
+    /// Whether every decision is made in this process's memory (no `[rate_limit.redis]`):
+    /// then [`RateLimits::decide_now`] decides without waiting.
+    pub fn is_local(&self) -> bool {
+        self.shared.is_none()
+    }
+
+    /// [`RateLimits::decide`] for a local limiter, at once; `None` also when the decision
+    /// would need Redis.
+    pub fn decide_now(&self, target: &Target) -> Option<Verdict> {
+        if self.shared.is_some() {
+            return None;
+        }
+        let policy = self.policy(target.policy)?.clone();
+        let outcome = Verdict::Decided {
+            decision: self.decide_local(target)?,
+            policy,
+        };
+        self.count(&outcome, target);
+        Some(outcome)
+    }
+
     /// Decides one request: in Redis when configured (applying `on_error` when it fails),
     /// in memory otherwise. `None`: the target names no policy (not limited).
     pub async fn decide(&self, target: &Target) -> Option<Verdict> {
@@ -639,13 +660,19 @@ impl RateLimits {
                 }
             }
         };
-        let decision = match &outcome {
+        self.count(&outcome, target);
+        Some(outcome)
+    }
+
+    /// Counts a decision in `pipeline_gateway_rate_limit_decisions_total`.
+    fn count(&self, outcome: &Verdict, target: &Target) {
+        let decision = match outcome {
             Verdict::Decided { decision, .. } if decision.allowed => "allow",
             Verdict::Decided { .. } => "deny",
             Verdict::AllowedBlind { .. } => "allow",
             Verdict::Unavailable { .. } => "deny",
         };
-        let policy_name = match &outcome {
+        let policy_name = match outcome {
             Verdict::Decided { policy, .. }
             | Verdict::AllowedBlind { policy }
             | Verdict::Unavailable { policy, .. } => &policy.name,
@@ -660,7 +687,6 @@ impl RateLimits {
         if decision == "deny" {
             self.metrics.board.limited(policy_name, &target.key);
         }
-        Some(outcome)
     }
 
     fn fall_back(
