@@ -25,6 +25,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Problems};
 use crate::console::IdentityProviderAnswer;
 use crate::cors::CorsPolicy;
+use crate::limits::ConnectionMetrics;
 use crate::proxy::{Upstream, Upstreams};
 use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
 use crate::routing::RouteTable;
@@ -36,6 +37,7 @@ pub struct Process {
     pub auth: AuthMetrics,
     pub rate_limits: RateLimitMetrics,
     pub reloads: ReloadMetrics,
+    pub connections: ConnectionMetrics,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -99,11 +101,14 @@ impl Process {
         rate_limits.register(metrics.registry_mut());
         let reloads = ReloadMetrics::default();
         reloads.register(metrics.registry_mut());
+        let connections = ConnectionMetrics::default();
+        connections.register(metrics.registry_mut());
         Process {
             metrics: Arc::new(metrics),
             auth,
             rate_limits,
             reloads,
+            connections,
             clock,
         }
     }
@@ -130,6 +135,8 @@ pub struct Runtime {
     pub cors: Option<Arc<CorsPolicy>>,
     /// `None` without `[console.authentication]`.
     pub identity_provider: Option<IdentityProviderAnswer>,
+    /// The process's client-connection counters (`server::conn` counts into them).
+    pub connections: ConnectionMetrics,
 }
 
 impl Runtime {
@@ -225,6 +232,7 @@ impl Runtime {
             rate_limits,
             cors,
             identity_provider,
+            connections: process.connections.clone(),
         })
     }
 

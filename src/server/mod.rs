@@ -10,6 +10,8 @@
 //! targets and headers are answered by the gateway in JSON rather than by hyper with an empty
 //! body; only requests beyond even those (or with more than [`MAX_HEADERS`] header lines)
 //! get hyper's bare answer. `header_read_timeout` works because the connection has a timer.
+//! A connection's own limits — how many may be open, idle and write-idle timeouts, HTTP/2's
+//! stream, frame and reset limits — are [`conn`]'s: it wraps each accepted socket.
 //!
 //! Listening sockets are bound with `SO_REUSEADDR` and `SO_REUSEPORT`, so several gateway
 //! processes (or per-core runtimes) can share one port, the kernel balancing connections.
@@ -19,6 +21,7 @@
 //! (endless streams) is dropped.
 
 pub mod admin;
+pub mod conn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,19 +66,21 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 struct Adapter {
     current: Current,
     connection: Arc<Connection>,
+    activity: Arc<conn::Activity>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Adapter {
-    type Response = body::Response;
+    type Response = http::Response<conn::WatchedBody>;
     type Error = std::convert::Infallible;
-    type Future = Oneshot<GatewayService, body::Request>;
+    type Future = conn::Tracked<Oneshot<GatewayService, body::Request>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let mut request = request.map(body::boxed);
         request
             .extensions_mut()
             .insert(RequestContext::new(self.connection.clone()));
-        self.current.load().service.clone().oneshot(request)
+        let service = self.current.load().service.clone();
+        conn::Tracked::new(&self.activity, service.oneshot(request))
     }
 }
 
@@ -93,8 +98,8 @@ fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size((4 * (settings.max_header_bytes + settings.max_uri_bytes)) as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    conn::http2_limits(&mut builder, settings);
     builder
 }
 
@@ -141,19 +146,35 @@ pub async fn drain(graceful: GracefulShutdown, grace: Duration, what: &'static s
 /// Serves the current snapshot on `listener` until `shutdown` completes, then drains.
 pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
+    let refusing = Arc::new(tokio::sync::Semaphore::new(conn::MAX_REFUSING));
     accept_loop(&listener, "client", shutdown, |stream, peer| {
         let _ = stream.set_nodelay(true);
         // Connection-level settings come from the snapshot current when it is accepted.
-        let settings = current.load().runtime.config.server.clone();
+        let snapshot = current.load();
+        let settings = &snapshot.runtime.config.server;
+        let metrics = snapshot.runtime.connections.clone();
+        let Some(slot) = metrics.admit(settings.max_connections) else {
+            conn::refuse(
+                stream,
+                builder(settings),
+                settings.max_connections,
+                &refusing,
+            );
+            return;
+        };
+        let activity = conn::Activity::new();
         let hyper_service = Adapter {
             current: current.clone(),
             connection: Arc::new(Connection::plain(peer)),
+            activity: activity.clone(),
         };
-        let connection = builder(&settings)
+        let stream = conn::Watched::new(stream, activity, settings, metrics);
+        let connection = builder(settings)
             .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }
