@@ -60,8 +60,9 @@ async fn h1_handshake(
     (sender, tokio::spawn(connection))
 }
 
-fn get_request(gw: &Gateway, path: &str) -> http::Request<Empty<Bytes>> {
-    http::Request::get(format!("{}{path}", gw.url()))
+/// A request in origin form (`GET /path HTTP/1.1`, as browsers send it).
+fn get_request(path: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(path)
         .header("host", "gw")
         .body(Empty::new())
         .expect("request")
@@ -90,7 +91,7 @@ async fn a_keep_alive_connection_is_closed_after_idle_timeout_between_requests()
     let (mut sender, connection) = h1_handshake(&gw).await;
     for _ in 0..2 {
         let response = sender
-            .send_request(get_request(&gw, "/v0/pipelines"))
+            .send_request(get_request("/v0/pipelines"))
             .await
             .expect("response");
         assert_eq!(response.status(), 200);
@@ -144,14 +145,14 @@ async fn a_slow_answer_and_a_long_stream_are_not_cut_by_idle_timeout() {
     .await;
     let (mut sender, connection) = h1_handshake(&gw).await;
     let response = sender
-        .send_request(get_request(&gw, "/v0/pipelines/orders"))
+        .send_request(get_request("/v0/pipelines/orders"))
         .await
         .expect("a slow answer arrives on its keep-alive connection");
     assert_eq!(response.status(), 200);
     response.into_body().collect().await.expect("body");
 
     // An endless egress stream read steadily for five idle (and write-idle) timeouts.
-    let request = http::Request::post(format!("{}/v0/pipelines/live/egress/v", gw.url()))
+    let request = http::Request::post("/v0/pipelines/live/egress/v")
         .header("host", "gw")
         .body(Empty::new())
         .expect("request");
