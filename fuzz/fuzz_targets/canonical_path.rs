@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     if check_canonical(path).is_err() {
         return;
     }
-    assert!(!path.contains('%'), "accepted a percent-encoded path: {path:?}");
+    assert!(
+        !path.contains('%'),
+        "accepted a percent-encoded path: {path:?}"
+    );
     let Ok(uri) = path.parse::<Uri>() else {
         panic!("accepted a path that is no request target: {path:?}");
     };

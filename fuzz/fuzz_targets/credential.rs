@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let mut parts = data.split(|b| *b == 0xff);
     let mut headers = HeaderMap::new();
     headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
     for name in ["authorization", "sec-websocket-protocol", "feldera-tenant"] {
         if let Some(Ok(value)) = parts.next().map(HeaderValue::from_bytes) {
             headers.append(name, value);

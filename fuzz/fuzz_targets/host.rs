@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if RequestHygiene.check(&mut request).is_ok() {
-        let hosts: Vec<_> = request.headers().get_all(http::header::HOST).iter().collect();
+        let hosts: Vec<_> = request
+            .headers()
+            .get_all(http::header::HOST)
+            .iter()
+            .collect();
         assert!(hosts.len() <= 1);
         if let Some(host) = hosts.first() {
             let text = host.to_str().expect("an accepted Host is text");
