@@ -349,6 +349,18 @@ impl GatewayError {
         .with_retry_after(retry_after_s)
     }
 
+    /// 503: the client connection is one more than `server.max_connections`; the connection
+    /// is closed after this answer.
+    pub fn too_many_connections(limit: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TooManyConnections",
+            format!("The gateway has its limit of {limit} client connections open"),
+        )
+        .with_details(json!({ "limit": limit }))
+        .with_retry_after(1)
+    }
+
     /// 504: the upstream did not answer in time.
     pub fn upstream_timeout(upstream: &str, after: std::time::Duration) -> Self {
         Self::new(

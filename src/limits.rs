@@ -13,6 +13,10 @@
 //! `Content-Length` over it is rejected at once with 413; otherwise the body is counted as it
 //! streams and the forward fails with 413 when it passes the limit (the upstream sees the
 //! request aborted, never a truncated body).
+//!
+//! Connection-level limits (idle and write-idle timeouts, `server.max_connections`) are
+//! enforced by `server::conn`; their counters are [`ConnectionMetrics`], kept here so that
+//! every runtime counts into the same families.
 
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
@@ -26,6 +30,11 @@ use http::header;
 use tower::{Layer, Service};
 
 use pin_project_lite::pin_project;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 use crate::body::{self, BodyProgress, Request, Response, Tracked};
 use crate::check::RequestCheck;
@@ -110,6 +119,116 @@ impl RequestCheck for BodyLimit {
         let inner = std::mem::replace(request.body_mut(), body::empty());
         *request.body_mut() = body::boxed(Tracked::new(inner, limit, progress, self.idle));
         Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    reason: &'static str,
+}
+
+/// Why the gateway closed a client connection on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No request in progress for `server.idle_timeout`.
+    Idle,
+    /// The socket took no byte for `server.write_idle_timeout`.
+    WriteStalled,
+    /// A response (an HTTP/2 stream behind a shut flow-control window, or an HTTP/1.1 body
+    /// hyper could not hand on) made no progress for `server.write_idle_timeout`.
+    StreamStalled,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::WriteStalled => "write_stalled",
+            CloseReason::StreamStalled => "stream_stalled",
+        }
+    }
+}
+
+/// Client connections: open now, refused over `server.max_connections`, and closed by the
+/// gateway's timeouts. Clones count into the same metrics.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    refused: Counter,
+    closed: Family<CloseLabels, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "client_connections",
+            "Client connections open",
+            self.open.clone(),
+        );
+        registry.register(
+            "client_connections_refused",
+            "Client connections refused over server.max_connections",
+            self.refused.clone(),
+        );
+        registry.register(
+            "client_connections_closed",
+            "Client connections the gateway closed, by reason (idle, write_stalled, stream_stalled)",
+            self.closed.clone(),
+        );
+    }
+
+    /// Client connections open now.
+    pub fn open(&self) -> i64 {
+        self.open.get()
+    }
+
+    /// Takes a connection slot if fewer than `max` are open; the slot is given back when the
+    /// returned value is dropped.
+    pub fn admit(&self, max: usize) -> Option<ConnectionSlot> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        if self.open.get() >= max {
+            self.refused.inc();
+            return None;
+        }
+        self.open.inc();
+        Some(ConnectionSlot {
+            open: self.open.clone(),
+        })
+    }
+
+    /// Counts a connection the gateway closed.
+    pub fn closed(&self, reason: CloseReason) {
+        self.closed
+            .get_or_create(&CloseLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Connections closed for `reason` so far.
+    pub fn closed_count(&self, reason: CloseReason) -> u64 {
+        self.closed
+            .get_or_create(&CloseLabels {
+                reason: reason.as_str(),
+            })
+            .get()
+    }
+
+    /// Connections refused so far.
+    pub fn refused_count(&self) -> u64 {
+        self.refused.get()
+    }
+}
+
+/// One open client connection, counted until dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    open: Gauge,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 

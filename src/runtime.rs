@@ -34,6 +34,7 @@ use crate::clock::Clock;
 use crate::config::{Config, Problems};
 use crate::console::IdentityProviderAnswer;
 use crate::cors::CorsPolicy;
+use crate::limits::ConnectionMetrics;
 use crate::proxy::metrics::UpstreamMetrics;
 use crate::proxy::{Upstream, Upstreams};
 use crate::ratelimit::{LimiterClock, RateLimitMetrics, RateLimits};
@@ -50,6 +51,7 @@ pub struct Process {
     pub reloads: ReloadMetrics,
     pub tls: TlsMetrics,
     pub upstreams: UpstreamMetrics,
+    pub connections: ConnectionMetrics,
     pub clock: Arc<dyn Clock>,
     /// The runtime serving now, for the scrape-time gauges.
     live: Arc<ArcSwapOption<Runtime>>,
@@ -137,6 +139,8 @@ impl Process {
         metrics
             .registry_mut()
             .register_collector(Box::new(RuntimeCollector { live: live.clone() }));
+        let connections = ConnectionMetrics::default();
+        connections.register(metrics.registry_mut());
         Process {
             metrics: Arc::new(metrics),
             auth,
@@ -144,6 +148,7 @@ impl Process {
             reloads,
             tls,
             upstreams,
+            connections,
             clock,
             live,
         }
@@ -376,6 +381,8 @@ pub struct Runtime {
     pub tls: Option<Arc<TlsTerminator>>,
     /// `None` without `[admin.tls]`.
     pub admin_tls: Option<Arc<TlsTerminator>>,
+    /// The process's client-connection counters (`server::conn` counts into them).
+    pub connections: ConnectionMetrics,
 }
 
 impl Runtime {
@@ -498,6 +505,7 @@ impl Runtime {
             identity_provider,
             tls,
             admin_tls,
+            connections: process.connections.clone(),
         })
     }
 

@@ -288,7 +288,16 @@ async fn a_sampled_client_trace_is_continued_through_auth_ratelimit_and_upstream
     assert_eq!(attrs["http.response.status_code"], "200");
 
     // The access line carries the request span's ids and the facts the span has.
-    let lines = access_lines(&gateway);
+    // The gateway's log reaches the test through a pipe: wait for the line.
+    let mut lines = Vec::new();
+    let written = eventually(Duration::from_secs(5), async || {
+        lines = access_lines(&gateway);
+        lines
+            .iter()
+            .any(|l| l["fields"]["trace_id"] == CLIENT_TRACE)
+    })
+    .await;
+    assert!(written, "no access line with the trace id");
     let line = lines
         .iter()
         .find(|l| l["fields"]["trace_id"] == CLIENT_TRACE)
@@ -364,7 +373,15 @@ async fn a_malformed_traceparent_is_replaced_and_a_refusal_is_typed() {
     let details = reply.error(401, reply.json()["error_code"].as_str().unwrap_or("?"));
     assert_eq!(details["reason"], "invalid_api_key");
     let code = reply.json()["error_code"].as_str().unwrap().to_owned();
-    let lines = access_lines(&gateway);
+    let mut lines = Vec::new();
+    let written = eventually(Duration::from_secs(5), async || {
+        lines = access_lines(&gateway);
+        lines
+            .iter()
+            .any(|l| l["fields"]["path"] == "/v0/pipelines/p3")
+    })
+    .await;
+    assert!(written, "no access line for the refusal");
     let line = lines
         .iter()
         .find(|l| l["fields"]["path"] == "/v0/pipelines/p3")

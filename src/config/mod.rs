@@ -96,6 +96,48 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// `[[server.redirect]]`: plain-HTTP listeners that only redirect to https.
     pub redirect: Vec<RedirectConfig>,
+    /// A client connection with no request in progress is closed after this long: a
+    /// keep-alive connection between requests, an HTTP/2 connection with no stream open, and
+    /// a connection that never sends a byte. A request or stream in progress is never cut by
+    /// it (see `server::conn`).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Client connections open at once; beyond it a new connection is answered 503
+    /// `TooManyConnections` and closed.
+    pub max_connections: usize,
+    /// A response that the client takes nothing of for this long (the socket accepts no byte,
+    /// or an HTTP/2 stream's flow-control window stays shut) closes the connection.
+    #[serde(with = "humantime_serde")]
+    pub write_idle_timeout: Duration,
+    /// `[server.http2]`: HTTP/2 limits.
+    pub http2: Http2Config,
+}
+
+/// `[server.http2]`: the limits of one HTTP/2 client connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Streams a client may have open at once on one connection (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Largest frame payload the gateway accepts (`SETTINGS_MAX_FRAME_SIZE`, 16 KiB to 16 MiB).
+    pub max_frame_size: u32,
+    /// Streams the client opened and reset before the gateway took them; one more and the
+    /// connection is closed with `GOAWAY ENHANCE_YOUR_CALM` (the rapid-reset attack).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the gateway had to reset for the client's protocol errors; one more and the
+    /// connection is closed with `GOAWAY ENHANCE_YOUR_CALM`.
+    pub max_local_error_reset_streams: usize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            max_concurrent_streams: 100,
+            max_frame_size: 16 * 1024,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -114,6 +156,10 @@ impl Default for ServerConfig {
             watch_config: false,
             tls: None,
             redirect: Vec::new(),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            write_idle_timeout: Duration::from_secs(60),
+            http2: Http2Config::default(),
         }
     }
 }
@@ -471,6 +517,24 @@ impl Config {
             problems.push(
                 "auth.client_certs",
                 "client certificates need [server.tls.client_auth] (nothing would verify them)",
+            );
+        }
+        if s.idle_timeout.is_zero() {
+            problems.push("server.idle_timeout", "must be more than zero");
+        }
+        if s.write_idle_timeout.is_zero() {
+            problems.push("server.write_idle_timeout", "must be more than zero");
+        }
+        if s.max_connections == 0 {
+            problems.push("server.max_connections", "must be at least 1");
+        }
+        if s.http2.max_concurrent_streams == 0 {
+            problems.push("server.http2.max_concurrent_streams", "must be at least 1");
+        }
+        if !(16_384..=16_777_215).contains(&s.http2.max_frame_size) {
+            problems.push(
+                "server.http2.max_frame_size",
+                "must be between 16384 and 16777215 (RFC 9113 §6.5.2)",
             );
         }
     }

@@ -11,6 +11,8 @@
 //! targets and headers are answered by the gateway in JSON rather than by hyper with an empty
 //! body; only requests beyond even those (or with more than [`MAX_HEADERS`] header lines)
 //! get hyper's bare answer. `header_read_timeout` works because the connection has a timer.
+//! A connection's own limits — how many may be open, idle and write-idle timeouts, HTTP/2's
+//! stream, frame and reset limits — are [`conn`]'s: it wraps each accepted socket.
 //!
 //! Listening sockets are bound with `SO_REUSEADDR` and `SO_REUSEPORT`, so several gateway
 //! processes (or per-core runtimes) can share one port, the kernel balancing connections.
@@ -20,6 +22,7 @@
 //! (endless streams) is dropped.
 
 pub mod admin;
+pub mod conn;
 pub mod redirect;
 pub mod status_page;
 pub mod tls;
@@ -72,12 +75,13 @@ struct Adapter {
     /// Counts the connection in `connections_open{protocol}` from its first request (when
     /// its protocol is known) until it closes (when hyper drops this service).
     counted: OnceLock<GaugeGuard>,
+    activity: Arc<conn::Activity>,
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Adapter {
-    type Response = body::Response;
+    type Response = http::Response<conn::WatchedBody>;
     type Error = std::convert::Infallible;
-    type Future = Oneshot<GatewayService, body::Request>;
+    type Future = conn::Tracked<Oneshot<GatewayService, body::Request>>;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
         let snapshot = self.current.load();
@@ -93,7 +97,7 @@ impl hyper::service::Service<http::Request<Incoming>> for Adapter {
         request
             .extensions_mut()
             .insert(RequestContext::new(self.connection.clone()));
-        snapshot.service.clone().oneshot(request)
+        conn::Tracked::new(&self.activity, snapshot.service.clone().oneshot(request))
     }
 }
 
@@ -111,8 +115,8 @@ fn builder(settings: &ServerConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size((4 * (settings.max_header_bytes + settings.max_uri_bytes)) as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
+    conn::http2_limits(&mut builder, settings);
     builder
 }
 
@@ -159,16 +163,35 @@ pub async fn drain(graceful: GracefulShutdown, grace: Duration, what: &'static s
 /// Serves the current snapshot on `listener` until `shutdown` completes, then drains.
 pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
+    let refusing = Arc::new(tokio::sync::Semaphore::new(conn::MAX_REFUSING));
     accept_loop(&listener, "client", shutdown, |stream, peer| {
         let _ = stream.set_nodelay(true);
         // Connection-level settings come from the snapshot current when it is accepted.
         let snapshot = current.load();
-        let settings = snapshot.runtime.config.server.clone();
+        let settings = &snapshot.runtime.config.server;
+        let metrics = snapshot.runtime.connections.clone();
+        let Some(slot) = metrics.admit(settings.max_connections) else {
+            if snapshot.runtime.tls.is_some() {
+                // Nothing readable can be said before a handshake: closed (and counted).
+                tracing::debug!(%peer, "over server.max_connections: closed");
+                return;
+            }
+            conn::refuse(
+                stream,
+                builder(settings),
+                settings.max_connections,
+                &refusing,
+            );
+            return;
+        };
+        let activity = conn::Activity::new();
         if let Some(terminator) = snapshot.runtime.tls.clone() {
             // The handshake runs on the connection's own task, under its timeout.
             let watcher = graceful.watcher();
             let current = current.clone();
+            let settings = settings.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let Some((stream, connection)) = tls::accept(stream, peer, &terminator).await
                 else {
                     return;
@@ -177,7 +200,9 @@ pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Futur
                     current,
                     connection,
                     counted: OnceLock::new(),
+                    activity: activity.clone(),
                 };
+                let stream = conn::Watched::new(stream, activity, &settings, metrics);
                 let connection = builder(&settings)
                     .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
                     .into_owned();
@@ -191,12 +216,15 @@ pub async fn serve(listener: TcpListener, current: Current, shutdown: impl Futur
             current: current.clone(),
             connection: Arc::new(Connection::plain(peer)),
             counted: OnceLock::new(),
+            activity: activity.clone(),
         };
-        let connection = builder(&settings)
+        let stream = conn::Watched::new(stream, activity, settings, metrics);
+        let connection = builder(settings)
             .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, error = %error, "connection ended with an error");
             }

@@ -96,10 +96,26 @@ fn check_host(request: &Request) -> Result<(), GatewayError> {
                 }
             }
         }
-        Version::HTTP_11 if host.is_none() && request.uri().authority().is_none() => {
-            return Err(GatewayError::invalid_request(
-                "an HTTP/1.1 request needs a Host header",
-            ));
+        // An absolute-form target (`GET http://a/… HTTP/1.1`) names the host itself; RFC 9112
+        // §3.2.2 says to ignore `Host` then, which is exactly how two parts of a chain end up
+        // disagreeing about the host. A conflicting `Host` is refused (found by the property
+        // tests, tests/properties.rs).
+        Version::HTTP_11 | Version::HTTP_10 => {
+            if let (Some(authority), Some(host)) = (request.uri().authority(), &host) {
+                if !authority.as_str().eq_ignore_ascii_case(host.as_str()) {
+                    return Err(GatewayError::invalid_request(
+                        "the Host header and the request target name different hosts",
+                    ));
+                }
+            }
+            if request.version() == Version::HTTP_11
+                && host.is_none()
+                && request.uri().authority().is_none()
+            {
+                return Err(GatewayError::invalid_request(
+                    "an HTTP/1.1 request needs a Host header",
+                ));
+            }
         }
         _ => {}
     }
@@ -240,6 +256,15 @@ mod tests {
         assert_eq!(
             reason(request(h2, "http://gw:1/", &[("host", "evil")])).as_deref(),
             Some("the host header and :authority name different hosts")
+        );
+        // Absolute-form on HTTP/1.1: the target's authority and Host must agree.
+        assert_eq!(
+            reason(request(v11, "http://gw:1/", &[("host", "gw:1")])),
+            None
+        );
+        assert_eq!(
+            reason(request(v11, "http://b/v0/pipelines", &[("host", "a")])).as_deref(),
+            Some("the Host header and the request target name different hosts")
         );
     }
 

@@ -3,8 +3,10 @@
 //! The manager's web framework percent-decodes paths before routing (`%61ctivate` routes as
 //! `activate`, `a%2Fb` as `a/b`), so a path the gateway classified one way could reach a
 //! different handler upstream. Instead of decoding, the gateway forwards only paths that no
-//! decoder can change: ASCII `pchar`s without `%`, `;` and `\`, no control bytes, no empty
-//! segments (`//`, trailing `/`) and no dot segments. Anything else is 400 `InvalidPath`.
+//! decoder can change: ASCII `pchar`s (RFC 3986) without `%` and `;` — so no `\`, and none of
+//! the bytes outside `pchar` that hyper still lets through (`"`, `<`, `>`, `^`, `{`, `|`, `}`,
+//! the backtick) — no control bytes, no empty segments (`//`, trailing `/`) and no dot
+//! segments. Anything else is 400 `InvalidPath`.
 //! A valid Feldera API path never needs any of these. One exception, outside `/v0` only: a
 //! trailing `/` (the web console's page URLs look like `/pipelines/orders/`); it cannot turn
 //! such a path into an API path, which is what the check protects.
@@ -37,6 +39,14 @@ pub fn check_canonical(path: &str) -> Result<(), GatewayError> {
                 b';' => return Err(GatewayError::invalid_path("path parameter (';')")),
                 0x00..=0x20 | 0x7f => return Err(GatewayError::invalid_path("control byte")),
                 0x80..=0xff => return Err(GatewayError::invalid_path("non-ASCII byte")),
+                // Not a `pchar` (RFC 3986): `"<>^`{|}` pass hyper's parser but no valid path
+                // has them (found by the property tests, tests/properties.rs).
+                b'"' | b'<' | b'>' | b'^' | b'`' | b'{' | b'|' | b'}' | b'#' | b'?' | b'['
+                | b']' => {
+                    return Err(GatewayError::invalid_path(
+                        "character not allowed in a path",
+                    ))
+                }
                 _ => {}
             }
         }
@@ -89,6 +99,15 @@ mod tests {
             ("/v0/pipelines/p;x=1/stats", "path parameter (';')"),
             ("/v0/pipelines/p\u{7f}", "control byte"),
             ("/v0/pipelines/é", "non-ASCII byte"),
+            // Found by tests/properties.rs: not pchars, yet hyper lets them through.
+            ("/>", "character not allowed in a path"),
+            ("/v0/pipelines/a{b}", "character not allowed in a path"),
+            (
+                "/v0/pipelines/p/egress/a|b",
+                "character not allowed in a path",
+            ),
+            ("/v0/pipelines/\"x\"", "character not allowed in a path"),
+            ("/v0/pipelines/`^", "character not allowed in a path"),
         ] {
             let error = check_canonical(path).unwrap_err();
             assert_eq!(error.code(), "InvalidPath", "{path}");

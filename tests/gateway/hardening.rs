@@ -32,9 +32,35 @@ async fn host_must_be_one_valid_authority() {
             "GET /v0/pipelines HTTP/1.1\r\nhost: a b\r\nconnection: close\r\n\r\n",
             "the Host header is not a valid authority",
         ),
+        // Found by tests/properties.rs: an absolute-form target names its own host.
+        (
+            "GET http://b/v0/pipelines HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
+            "the Host header and the request target name different hosts",
+        ),
     ] {
         let details = raw_request(addr, head).await.error(400, "InvalidRequest");
         assert_eq!(details["reason"], reason);
+    }
+    assert!(upstream.requests().is_empty());
+}
+
+#[tokio::test]
+async fn path_bytes_outside_pchar_are_invalid_path() {
+    // Found by tests/properties.rs: hyper lets these through, no valid path has them.
+    let (gw, upstream) = pair().await;
+    for path in [
+        "/v0/pipelines/a{b}",
+        "/v0/pipelines/p|q/stats",
+        "/v0/pipelines/\"p\"",
+    ] {
+        let head = format!("GET {path} HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n");
+        let details = raw_request(gw.local_addr(), &head)
+            .await
+            .error(400, "InvalidPath");
+        assert_eq!(
+            details["reason"], "character not allowed in a path",
+            "{path}"
+        );
     }
     assert!(upstream.requests().is_empty());
 }

@@ -10,6 +10,7 @@ mod errors;
 mod forwarding;
 mod hardening;
 mod lifecycle;
+mod slow_clients;
 mod streaming;
 mod upgrades;
 mod upstreams;
