@@ -92,16 +92,20 @@ impl Service<Request> for Forward {
     }
 
     fn call(&mut self, request: Request) -> ResponseFuture {
-        let upstreams = self.upstreams.clone();
-        Box::pin(async move {
-            Ok(forward(upstreams, request)
-                .await
-                .unwrap_or_else(GatewayError::into_response))
-        })
+        // The one box of the forwarding path. What it holds is kept small (see `send`): a
+        // future is copied whole every time it moves, whatever state it is in, and this
+        // one moves into its box and is polled from there.
+        Box::pin(forward(self.upstreams.clone(), request))
     }
 }
 
-async fn forward(upstreams: Upstreams, request: Request) -> Result<Response, GatewayError> {
+async fn forward(upstreams: Upstreams, request: Request) -> Result<Response, Infallible> {
+    Ok(forward_or_fail(upstreams, request)
+        .await
+        .unwrap_or_else(GatewayError::into_response))
+}
+
+async fn forward_or_fail(upstreams: Upstreams, request: Request) -> Result<Response, GatewayError> {
     let context = RequestContext::of(&request)?.clone();
     let route = context.route()?;
     let upstream = upstreams
@@ -121,7 +125,9 @@ async fn forward(upstreams: Upstreams, request: Request) -> Result<Response, Gat
     // is sent as `traceparent`.
     let span = spans::upstream_span(&upstream.name, request.method());
     let trace = spans::propagation(&span);
-    let tries = send(
+    // Boxed: `Deadline::run` keeps what it is given and what it awaits side by side, and
+    // `instrument` moves it once more; a box makes each of those a pointer.
+    let tries = Box::pin(send(
         &upstream,
         &context,
         catalogued,
@@ -129,7 +135,7 @@ async fn forward(upstreams: Upstreams, request: Request) -> Result<Response, Gat
         deadline.as_ref(),
         &waiting,
         trace,
-    );
+    ));
     let answer = Deadline::run(deadline.as_ref(), &waiting, tries, blame)
         .instrument(span.clone())
         .await;
@@ -230,21 +236,26 @@ async fn send(
         );
         let mut lease = match endpoint.pool.checkout().await {
             Ok(Checkout::Reused(lease)) => lease,
-            Ok(Checkout::Connect(permit)) => match upstream.connect(index, permit).await {
-                Ok(sender) => Lease::opened_here(sender),
-                Err(error) => {
-                    upstream.observe(index, Observation::ConnectFailed, error.reason());
-                    let failed = GatewayError::upstream_unavailable(&upstream.name, error.reason())
-                        .with_internal(error_chain(&error));
-                    // Nothing was sent: another endpoint may have it, within the budget.
-                    tried |= bit(index);
-                    if has_untried(upstream, tried) && upstream.may_retry() {
-                        last = Some(failed);
-                        continue;
+            // Boxed: connecting (TCP, TLS, the HTTP/1 handshake) is the largest state of
+            // this future and the rarest; inline, every request would carry and copy it.
+            Ok(Checkout::Connect(permit)) => {
+                match Box::pin(upstream.connect(index, permit)).await {
+                    Ok(sender) => Lease::opened_here(sender),
+                    Err(error) => {
+                        upstream.observe(index, Observation::ConnectFailed, error.reason());
+                        let failed =
+                            GatewayError::upstream_unavailable(&upstream.name, error.reason())
+                                .with_internal(error_chain(&error));
+                        // Nothing was sent: another endpoint may have it, within the budget.
+                        tried |= bit(index);
+                        if has_untried(upstream, tried) && upstream.may_retry() {
+                            last = Some(failed);
+                            continue;
+                        }
+                        return Err(failed);
                     }
-                    return Err(failed);
                 }
-            },
+            }
             Err(PoolError::Overloaded(reason)) => {
                 return Err(GatewayError::upstream_overloaded(&upstream.name, reason));
             }
@@ -349,12 +360,13 @@ async fn send(
         }
         // A 502/503/504: the manager's own word about a pipeline, or the endpoint failing?
         let (mut parts, body) = response.into_parts();
-        let read = normalize::read_error_body(body, &upstream.name).await;
+        // Error paths below are boxed for the same reason as connecting.
+        let read = Box::pin(normalize::read_error_body(body, &upstream.name)).await;
         let body = match read {
             Ok(body) => body,
             Err(failed) => return Err(failed),
         };
-        if normalize::is_manager_error(&parts.headers, &body).await {
+        if Box::pin(normalize::is_manager_error(&parts.headers, &body)).await {
             upstream.observe(index, Observation::Served, "");
         } else {
             upstream.observe(index, Observation::ServerError, status.as_str());
@@ -371,7 +383,12 @@ async fn send(
         }
         headers::strip_hop_by_hop(&mut parts.headers, false);
         if normalize::wants_normalizing(&method, status, catalogued) {
-            return Ok(normalize::normalize_read(parts, body, path_and_query.path()).await);
+            return Ok(Box::pin(normalize::normalize_read(
+                parts,
+                body,
+                path_and_query.path(),
+            ))
+            .await);
         }
         let bytes = match body {
             normalize::ErrorBody::Complete(bytes) | normalize::ErrorBody::TooLong(bytes) => bytes,
@@ -553,7 +570,13 @@ async fn respond(
     }
     headers::strip_hop_by_hop(response.headers_mut(), false);
     if normalize::wants_normalizing(method, status, endpoint) {
-        return normalize::normalize(response, upstream, path_and_query.path()).await;
+        // Boxed: reading and rewriting an error body is the rare path (see `send`).
+        return Box::pin(normalize::normalize(
+            response,
+            upstream,
+            path_and_query.path(),
+        ))
+        .await;
     }
     // The connection goes back to the pool once this body has been read to its end.
     response.map(|incoming| stack_body::boxed(Returning::new(incoming, lease, pool)))
