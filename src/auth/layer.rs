@@ -45,6 +45,7 @@ use crate::config::Problems;
 use crate::context::RequestContext;
 use crate::errors::GatewayError;
 use crate::spans;
+use crate::telemetry::metrics::Series;
 use crate::wire::FELDERA_TENANT;
 
 use super::apikey;
@@ -141,6 +142,11 @@ pub struct AuthMetrics {
     outcomes: Family<OutcomeLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     key_sets: KeySetMetrics,
+    /// The series nearly every request counts in: `auth_outcomes_total{kind, outcome="ok"}`
+    /// per kind, and the token cache's hits and misses.
+    ok: [Series<Counter>; 4],
+    cache_hit: Series<Counter>,
+    cache_miss: Series<Counter>,
 }
 
 impl AuthMetrics {
@@ -373,10 +379,16 @@ impl Authenticator {
         let now = self.clock.unix_seconds();
         let cache = &self.state.token_cache;
         let hit = cache.get(&key, now);
-        self.metrics
-            .cache
-            .get_or_create(&CacheLabels {
-                result: if hit.is_some() { "hit" } else { "miss" },
+        let (series, result) = match hit {
+            Some(_) => (&self.metrics.cache_hit, "hit"),
+            None => (&self.metrics.cache_miss, "miss"),
+        };
+        series
+            .get(|| {
+                self.metrics
+                    .cache
+                    .get_or_create(&CacheLabels { result })
+                    .clone()
             })
             .inc();
         if let Some(identity) = hit {
@@ -396,14 +408,18 @@ impl Authenticator {
 
     /// Counts a decision on a request that needed a credential.
     fn count(&self, kind: Kind, outcome: &'static str, reason: &'static str) {
-        self.metrics
-            .outcomes
-            .get_or_create(&OutcomeLabels {
-                kind: kind.as_str(),
-                outcome,
-                reason,
-            })
-            .inc();
+        let labels = OutcomeLabels {
+            kind: kind.as_str(),
+            outcome,
+            reason,
+        };
+        if outcome == "ok" && reason.is_empty() {
+            self.metrics.ok[kind as usize]
+                .get(|| self.metrics.outcomes.get_or_create(&labels).clone())
+                .inc();
+        } else {
+            self.metrics.outcomes.get_or_create(&labels).inc();
+        }
     }
 
     /// Counts a refusal: its outcome, and the 401 reason in `auth_failures`.

@@ -171,13 +171,25 @@ pub fn rewrite_request(headers: &mut HeaderMap, pool: &Upstream, forwarded: Forw
         HeaderValue::from_static(forwarded.scheme),
     );
     // RFC 7239: the same facts as X-Forwarded-*, in one header the gateway alone writes.
-    let node = match forwarded.client {
-        std::net::IpAddr::V4(ip) => ip.to_string(),
-        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
-    };
-    let mut forwarded_value = format!("for={node};proto={}", forwarded.scheme);
-    if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
-        forwarded_value.push_str(&format!(";host=\"{host}\""));
+    // Built by hand from the X-Forwarded-For value (the client's address as text, made
+    // once per connection), not with `format!`: this runs for every request.
+    let ip = forwarded.client_ip.to_str().unwrap_or("unknown");
+    let host_text = host.as_ref().and_then(|h| h.to_str().ok());
+    let mut forwarded_value = String::with_capacity(32 + ip.len() + host_text.map_or(0, str::len));
+    forwarded_value.push_str("for=");
+    if forwarded.client.is_ipv6() {
+        forwarded_value.push_str("\"[");
+        forwarded_value.push_str(ip);
+        forwarded_value.push_str("]\"");
+    } else {
+        forwarded_value.push_str(ip);
+    }
+    forwarded_value.push_str(";proto=");
+    forwarded_value.push_str(forwarded.scheme);
+    if let Some(host) = host_text {
+        forwarded_value.push_str(";host=\"");
+        forwarded_value.push_str(host);
+        forwarded_value.push('"');
     }
     if let Ok(value) = HeaderValue::try_from(forwarded_value) {
         headers.insert(header::FORWARDED, value);

@@ -33,17 +33,24 @@ use crate::context::RequestContext;
 use crate::errors::GatewayError;
 use crate::principal::Credential;
 
+/// The maps' hasher: every request hashes a pipeline name and a principal here, twice
+/// (taking and giving back its slot); foldhash (randomly seeded per process) costs a
+/// fraction of SipHash on such short keys.
+type Hasher = foldhash::fast::RandomState;
+
 /// Who holds what of one pipeline's quota.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Holding {
+    /// The pipeline's name, shared with the slots taken of it.
+    pipeline: Arc<str>,
     total: usize,
-    by_principal: HashMap<Arc<str>, usize>,
+    by_principal: HashMap<Arc<str>, usize, Hasher>,
 }
 
 /// The open requests of every pipeline of one upstream.
 #[derive(Debug, Default)]
 pub struct PipelineQuota {
-    pipelines: Mutex<HashMap<Box<str>, Holding>>,
+    pipelines: Mutex<HashMap<Arc<str>, Holding, Hasher>>,
 }
 
 /// What refused a request.
@@ -58,7 +65,7 @@ pub enum Refusal {
 /// A slot of a pipeline's quota, given back when dropped.
 pub struct Slot {
     quota: Arc<PipelineQuota>,
-    pipeline: Box<str>,
+    pipeline: Arc<str>,
     principal: Arc<str>,
 }
 
@@ -94,7 +101,21 @@ impl PipelineQuota {
         floor: usize,
     ) -> Result<Slot, Refusal> {
         let mut pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        let holding = pipelines.entry(pipeline.into()).or_default();
+        // Looked up before inserting, so that a pipeline already held costs no allocation.
+        if !pipelines.contains_key(pipeline) {
+            let name: Arc<str> = pipeline.into();
+            pipelines.insert(
+                name.clone(),
+                Holding {
+                    pipeline: name,
+                    total: 0,
+                    by_principal: HashMap::default(),
+                },
+            );
+        }
+        let Some(holding) = pipelines.get_mut(pipeline) else {
+            return Err(Refusal::Full);
+        };
         if holding.total >= quota {
             return Err(Refusal::Full);
         }
@@ -105,10 +126,15 @@ impl PipelineQuota {
             return Err(Refusal::FairShare { share });
         }
         holding.total += 1;
-        *holding.by_principal.entry(principal.clone()).or_insert(0) += 1;
+        match holding.by_principal.get_mut(principal) {
+            Some(count) => *count += 1,
+            None => {
+                holding.by_principal.insert(principal.clone(), 1);
+            }
+        }
         Ok(Slot {
             quota: self.clone(),
-            pipeline: pipeline.into(),
+            pipeline: holding.pipeline.clone(),
             principal: principal.clone(),
         })
     }

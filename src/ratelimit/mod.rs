@@ -51,7 +51,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::telemetry::metrics::Name;
+use crate::telemetry::metrics::{Name, Series};
 use crate::telemetry::StatusBoard;
 use tokio::sync::Notify;
 
@@ -75,6 +75,8 @@ pub struct Policy {
     pub burst: u32,
     /// `RateLimit-Policy` of this policy: constant, so made once, not per response.
     policy_header: http::HeaderValue,
+    /// `ratelimit_decisions_total{policy, decision="allow"}`, counted on most requests.
+    allowed: Series<Counter>,
 }
 
 impl Policy {
@@ -84,6 +86,7 @@ impl Policy {
             rate,
             burst: burst.max(1),
             policy_header: http::HeaderValue::from_static(""),
+            allowed: Series::default(),
         };
         policy.policy_header = headers::policy_value(&policy);
         policy
@@ -677,13 +680,17 @@ impl RateLimits {
             | Verdict::AllowedBlind { policy }
             | Verdict::Unavailable { policy, .. } => &policy.name,
         };
-        self.metrics
-            .decisions
-            .get_or_create(&DecisionLabels {
-                policy: Name::from(policy_name),
-                decision,
-            })
-            .inc();
+        let labels = || DecisionLabels {
+            policy: Name::from(policy_name),
+            decision,
+        };
+        match outcome {
+            Verdict::Decided { policy, decision } if decision.allowed => policy
+                .allowed
+                .get(|| self.metrics.decisions.get_or_create(&labels()).clone())
+                .inc(),
+            _ => self.metrics.decisions.get_or_create(&labels()).inc(),
+        };
         if decision == "deny" {
             self.metrics.board.limited(policy_name, &target.key);
         }

@@ -61,6 +61,43 @@ impl EncodeLabelValue for Name {
     }
 }
 
+/// One series of a labelled family, looked up on first use and then kept.
+///
+/// `Family::get_or_create` hashes the whole label set (SipHash) and takes a lock on every
+/// call; a counter that every request increments with the same labels (a verified token, an
+/// allowed decision of a policy) is worth keeping. Nothing is created before first use, so
+/// the exposition does not change. Clones share the kept series; two `Series` are always
+/// equal, so a value holding one compares as it did without it.
+#[derive(Clone)]
+pub struct Series<M>(Arc<std::sync::OnceLock<M>>);
+
+impl<M> Series<M> {
+    /// The series, made by `create` the first time.
+    pub fn get(&self, create: impl FnOnce() -> M) -> &M {
+        self.0.get_or_init(create)
+    }
+}
+
+impl<M> Default for Series<M> {
+    fn default() -> Self {
+        Series(Arc::new(std::sync::OnceLock::new()))
+    }
+}
+
+impl<M> std::fmt::Debug for Series<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Series")
+    }
+}
+
+impl<M> PartialEq for Series<M> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<M> Eq for Series<M> {}
+
 /// Request latencies: from a 0.5 ms activation to a 5-minute answer.
 pub const REQUEST_BUCKETS: [f64; 18] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

@@ -64,8 +64,20 @@ struct IdMaker {
 impl IdMaker {
     fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let text = format!("{:08x}-{:012x}", self.prefix, n);
-        HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("invalid"))
+        // `{prefix:08x}-{n:012x}`, written by hand: this runs for every request.
+        let mut id = [b'-'; 21];
+        hex_into(&mut id[..8], u64::from(self.prefix));
+        hex_into(&mut id[9..], n);
+        HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("invalid"))
+    }
+}
+
+/// Writes the low `out.len()` hex digits of `n` into `out`, zero-padded (lowercase).
+fn hex_into(out: &mut [u8], mut n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -296,4 +308,26 @@ fn write_access_line(line: AccessLine<'_>) {
         bytes_out = on(F::BytesOut).then_some(bytes_out).flatten(),
         duration_us = on(F::DurationUs).then_some(line.latency.as_micros() as u64),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_the_prefix_and_the_counter_in_fixed_width_hex() {
+        let ids = IdMaker {
+            prefix: 0x00c0_ffee,
+            counter: AtomicU64::new(0xab_cdef_0123),
+        };
+        assert_eq!(ids.next(), "00c0ffee-00abcdef0123");
+        assert_eq!(ids.next(), "00c0ffee-00abcdef0124");
+        // A counter past twelve digits keeps its low twelve, as `{:012x}` never would:
+        // the width stays fixed (wrapping takes 2^48 requests).
+        let wide = IdMaker {
+            prefix: u32::MAX,
+            counter: AtomicU64::new(0x1_0000_0000_0005),
+        };
+        assert_eq!(wide.next(), "ffffffff-000000000005");
+    }
 }

@@ -80,9 +80,9 @@ fn check_host(request: &Request) -> Result<(), GatewayError> {
                 .ok()
                 .and_then(|text| text.parse::<Authority>().ok())
                 .filter(|authority| !authority.host().is_empty())
-                .ok_or(GatewayError::invalid_request(
-                    "the Host header is not a valid authority",
-                ))?,
+                .ok_or_else(|| {
+                    GatewayError::invalid_request("the Host header is not a valid authority")
+                })?,
         ),
         None => None,
     };

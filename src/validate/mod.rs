@@ -45,7 +45,12 @@ impl RequestCheck for PipelineRequest {
         }
         if classified.endpoint.activate_query {
             let query = ActivateQuery::parse(request.uri().query())?;
-            rewrite_query(request, query.forwarded_query())?;
+            let forwarded = query.forwarded_query();
+            // Most clients already send the canonical form; rebuilding the URI is then
+            // wasted work on every activation.
+            if request.uri().query() != forwarded {
+                rewrite_query(request, forwarded)?;
+            }
         }
         Ok(())
     }
