@@ -60,7 +60,7 @@ count_cmd() {
 # no SHA-NI, so the sha2 crate falls back to its portable code, which the real CPU never runs.
 soft_sha() {
     callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$1" 2>/dev/null |
-        awk '/sha2::sha256::soft::compress/ { gsub(",", "", $1); if ($1 > max) max = $1 }
+        awk '/sha2::sha256::soft::compress/ { gsub(",", "", $1); v = $1 + 0; if (v > max) max = v }
              END { print max + 0 }'
 }
 
